@@ -1,0 +1,84 @@
+"""Building the frozen timm ViT: exact tagged names, hub weights when reachable, a local file when not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .config import BackboneConfig
+
+
+class BackboneError(ValueError):
+    pass
+
+
+def model_args(cfg: BackboneConfig, image_size: int, in_chans: int) -> dict:
+    """The timm kwargs that size the architecture: only what differs from the architecture's own."""
+    args = {"img_size": image_size, "in_chans": in_chans}
+    for key in ("embed_dim", "depth", "num_heads", "patch_size"):
+        if getattr(cfg, key):
+            args[key] = getattr(cfg, key)
+    return args
+
+
+def _local_folder(path: Path) -> tuple[str, dict, Path]:
+    """A timm folder (config.json + model.safetensors, as save_for_hf writes it): architecture, args, weights."""
+    config = json.loads((path / "config.json").read_text())
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise BackboneError(f"backbone.checkpoint={path}: no model.safetensors in the folder")
+    return config["architecture"], config.get("model_args", {}), weights
+
+
+def create_backbone(cfg: BackboneConfig, image_size: int, in_chans: int, seed: int = 0) -> nn.Module:
+    """A timm VisionTransformer with num_classes=0 (features out), frozen by the caller.
+
+    Order: ``checkpoint`` (a safetensors file or a timm folder) when given; else the tagged hub weights when
+    ``pretrained``; else a random init drawn from ``seed`` (so every process of a run builds the same model).
+    """
+    if cfg.checkpoint:
+        return _from_checkpoint(cfg, image_size, in_chans)
+    args = model_args(cfg, image_size, in_chans)
+    if cfg.pretrained:
+        try:
+            return timm.create_model(cfg.name, pretrained=True, num_classes=0, **args)
+        except Exception as err:  # the hub's errors vary by cause: offline, unknown tag, gated repository
+            raise BackboneError(
+                f"backbone.name={cfg.name}: pretrained weights could not be loaded ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). Either make the hub reachable (or timm's cache hold the "
+                f"weights), or set backbone.checkpoint=PATH to a safetensors file or a timm local-dir folder."
+            ) from err
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return timm.create_model(cfg.name, pretrained=False, num_classes=0, **args)
+        except RuntimeError as err:
+            raise BackboneError(f"backbone.name={cfg.name}: {err}") from err
+
+
+def _from_checkpoint(cfg: BackboneConfig, image_size: int, in_chans: int) -> nn.Module:
+    path = Path(cfg.checkpoint.removeprefix("local-dir:")).expanduser()
+    if not path.exists():
+        raise BackboneError(
+            f"backbone.checkpoint={cfg.checkpoint}: no such file or folder; give a safetensors file or a timm "
+            f"folder (config.json + model.safetensors, e.g. from pipelines/pretrain.py)"
+        )
+    if path.is_dir():
+        name, args, weights = _local_folder(path)
+        args = {**args, "img_size": image_size, "in_chans": args.get("in_chans", in_chans)}
+    else:
+        name, args, weights = cfg.name, model_args(cfg, image_size, in_chans), path
+    vit = timm.create_model(name, pretrained=False, num_classes=0, **args)
+    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("head.")}
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BackboneError(
+            f"backbone.checkpoint={cfg.checkpoint} does not fit {name} {args}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return vit

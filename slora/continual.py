@@ -1,0 +1,170 @@
+"""One continual sequence: the stage loop shared by pipelines/run.py and every Ray Train worker.
+
+A stage is begin_task (grow the head, add a direction) -> train -> end_task (freeze and normalise, or absorb)
+-> evaluate the merged model on every class seen so far. The evaluation uses the merged plain-timm model, so
+a stage's accuracy is exactly what the exported checkpoint scores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .backbone import create_backbone
+from .config import RunConfig
+from .data import Benchmark
+from .data.batches import eval_batches, train_batches
+from .export import UNIT_MEAN, UNIT_STD
+from .metrics import accuracy, average_incremental_accuracy, block_accuracies, forgetting
+from .model import SLoRAViT
+from .training import build_optimizer, predict, train_epoch
+from .variants import get_variant
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class StageResult:
+    stage: int  # 1-based, the MLflow step
+    accuracy: float  # all seen classes, sample-weighted
+    accuracy_old: float  # classes of earlier tasks (NaN at stage 1)
+    accuracy_new: float  # this task's classes
+    forgetting: float
+    average_incremental_accuracy: float
+    stored_parameters: int
+    stage_seconds: float
+    train_loss: float
+    rank: int  # rank of this task's direction
+    absorbed: bool  # KD absorbed this task's direction into the old magnitudes
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class ContinualState:
+    """What a stage-boundary checkpoint holds besides the adapter tensors."""
+
+    stages_done: int = 0
+    block_accuracy: list[list[float]] = field(default_factory=list)  # [stage][task block]
+    curve: list[float] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+
+class ContinualRun:
+    """Builds the model for a config and runs its stages; restartable from any stage boundary."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        bench: Benchmark,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world: int = 1,
+        wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    ):
+        self.cfg, self.device, self.rank, self.world, self.wrap = cfg, torch.device(device), rank, world, wrap
+        self.variant = get_variant(cfg.variant)
+        self.bench = bench.as_joint() if self.variant.joint else bench
+        channels, size, _ = self.bench.image_shape
+        vit = create_backbone(cfg.backbone, image_size=size, in_chans=channels, seed=cfg.seed)
+        self.mean, self.std = input_normalisation(vit, cfg.data.input_scaling, channels)
+        self.model = SLoRAViT(vit.to(self.device), cfg.adapter, decoupled=self.variant.decoupled)
+        self.state = ContinualState()
+        self.last_merged: nn.Module | None = None  # the evaluated (and exported) model of the last stage
+
+    @property
+    def num_stages(self) -> int:
+        return self.bench.num_tasks
+
+    def restore(self, adapter_state: dict[str, torch.Tensor], state: ContinualState) -> None:
+        self.model.load_adapter_state({k: v.to(self.device) for k, v in adapter_state.items()})
+        self.state = state
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
+    def run_stage(self) -> StageResult:
+        stage = self.state.stages_done
+        start = time.perf_counter()
+        torch.manual_seed(self.cfg.seed * 1000 + stage)  # the new direction's init: same on every rank and resume
+        rank = self.variant.rank_for_task(stage, self.cfg.adapter)
+        classes = self.bench.task_classes(stage)
+        self.model.begin_task(len(classes), rank)
+        optim = self.cfg.optim
+        epochs = optim.first_task_epochs if stage == 0 and optim.first_task_epochs else optim.epochs
+        forward = self.wrap(self.model)
+        optimizer, scheduler = build_optimizer(self.model, optim, epochs)
+        images, labels = self.bench.train_split(stage)
+        loss = math.nan
+        for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}", self.cfg.progress and self.rank == 0):
+            batches = (
+                (self._normalise(x), y)
+                for x, y in train_batches(images, labels, optim.batch_size, seed=(self.cfg.seed * 1000 + stage) * 1000 + epoch,
+                                          rank=self.rank, world=self.world, augment=self.bench.augment, device=self.device)
+            )
+            loss = train_epoch(forward, self.model, batches, optimizer, known=classes.start, grad_clip=optim.grad_clip)
+            scheduler.step()
+        # Official order: evaluate the model as trained (current direction raw), after KD's absorption, and
+        # only then store the direction normalised; the merged model of this stage is the evaluated one.
+        absorbed = self.variant.absorb and self.model.absorb_if_spanned()
+        self.last_merged = self.model.merged()
+        result = self._evaluate(self.last_merged, stage, rank, absorbed, loss, time.perf_counter() - start)
+        self.model.freeze_current()
+        self.state.stages_done += 1
+        self.state.results.append(result.metrics())
+        return result
+
+    def _evaluate(self, merged: nn.Module, stage: int, rank: int, absorbed: bool, loss: float,
+                  seconds: float) -> StageResult:
+        images, labels = self.bench.test_split_seen(stage)
+        predictions = predict(merged, (self._normalise(x) for x in eval_batches(images, EVAL_BATCH, self.device)))
+        blocks = block_accuracies(predictions, labels, self.bench.task_sizes)
+        self.state.block_accuracy.append(blocks[: stage + 1])
+        acc = accuracy(predictions, labels)
+        self.state.curve.append(acc)
+        old = labels < self.bench.task_classes(stage).start
+        return StageResult(
+            stage=stage + 1,
+            accuracy=acc,
+            accuracy_old=accuracy(predictions[old], labels[old]),
+            accuracy_new=accuracy(predictions[~old], labels[~old]),
+            forgetting=forgetting(self.accuracy_matrix(), stage),
+            average_incremental_accuracy=average_incremental_accuracy(self.state.curve),
+            stored_parameters=self.model.stored_parameters(),
+            stage_seconds=seconds,
+            train_loss=loss,
+            rank=rank,
+            absorbed=absorbed,
+        )
+
+    def accuracy_matrix(self) -> list[list[float]]:
+        """matrix[j][k]: accuracy on task j's classes after stage k (NaN where j > k)."""
+        n = self.num_stages
+        done = self.state.block_accuracy
+        return [[done[k][j] if k < len(done) and j < len(done[k]) else math.nan for k in range(n)] for j in range(n)]
+
+
+def input_normalisation(vit: nn.Module, scaling: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """unit: pixels in [0,1] as every published number used; backbone: the timm weights' own mean/std."""
+    if scaling == "unit":
+        mean, std = [UNIT_MEAN] * channels, [UNIT_STD] * channels
+    else:
+        cfg = getattr(vit, "pretrained_cfg", {})
+        mean, std = list(cfg.get("mean", [0.5] * channels)), list(cfg.get("std", [0.5] * channels))
+        mean, std = (mean * channels)[:channels], (std * channels)[:channels]
+    shape = (1, channels, 1, 1)
+    return torch.tensor(mean).reshape(shape), torch.tensor(std).reshape(shape)
+
+
+def _progress(iterable, description: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, unit="epoch")

@@ -1,0 +1,246 @@
+"""A timm VisionTransformer with S-LoRA directions on its qkv projections and one growing linear head.
+
+The ViT stays a plain, frozen timm module. Each forward folds the adapters into the qkv weights once
+(``adapted_qkv_weights``) and runs the ViT with those weights through ``torch.func.functional_call``: one GEMM
+per projection as in the plain model, and no Python loop over past tasks, so a step at task 20 costs what a
+step at task 1 costs. ``merged()`` writes the same weights into a copy: a plain timm model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .adapter import QKVDirections
+from .config import AdapterConfig
+
+
+class SLoRAViT(nn.Module):
+    def __init__(self, vit: nn.Module, adapter: AdapterConfig, decoupled: bool = True):
+        super().__init__()
+        if getattr(vit, "num_classes", 0) != 0:
+            raise ValueError("SLoRAViT owns the classifier: create the timm ViT with num_classes=0")
+        self.vit = vit.requires_grad_(False)
+        self.cfg = adapter
+        self.decoupled = decoupled
+        depth = len(vit.blocks)
+        blocks = adapter.blocks or tuple(range(depth))
+        bad = [b for b in blocks if not 0 <= b < depth]
+        if bad:
+            raise ValueError(f"adapter.blocks={blocks!r}: block indices must lie in 0..{depth - 1}")
+        self.directions = nn.ModuleDict(
+            {str(b): QKVDirections(vit.blocks[b].attn.qkv, adapter.targets) for b in blocks}
+        )
+        ref = vit.blocks[0].attn.qkv.weight
+        self.head = _empty_head(vit.num_features, ref)
+        # owner[c]: which kept direction rank column c of the frozen buffers belongs to
+        self.register_buffer("owner", torch.zeros(0, dtype=torch.long, device=ref.device))
+        # KD's absorbed coefficients, added to the magnitudes; kept when the magnitudes reset (§13)
+        self.register_buffer("magnitude_offsets", torch.zeros(0, device=ref.device, dtype=ref.dtype))
+        self.register_buffer("tasks_begun", torch.zeros((), dtype=torch.long, device=ref.device))
+        self.magnitudes = nn.Parameter(torch.zeros(0, device=ref.device, dtype=ref.dtype))
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    @property
+    def kept_directions(self) -> int:
+        return self.magnitude_offsets.numel()
+
+    @property
+    def has_current(self) -> bool:
+        return next(iter(self.directions.values())).has_current
+
+    def stored_parameters(self) -> int:
+        """Adapter numbers a checkpoint must keep: direction factors and magnitudes (the head is common to all)."""
+        factors = sum(
+            b.numel() for name, b in self.directions.named_buffers() if "frozen_up" in name or "frozen_down" in name
+        )
+        current = sum(p.numel() for p in self.directions.parameters())
+        return factors + current + self.magnitudes.numel()
+
+    # -- lifecycle (begin_task / end_task, as Mammoth's learners) ------------------------------------------------
+    def begin_task(self, num_new_classes: int, rank: int) -> None:
+        """Grow the head by the new classes and add a fresh direction (zero contribution until it trains)."""
+        if num_new_classes <= 0:
+            raise ValueError(f"num_new_classes={num_new_classes}: a task must bring at least one class")
+        if rank <= 0:
+            raise ValueError(f"rank={rank}: must be a positive integer")
+        self._grow_head(num_new_classes)
+        if self.decoupled or not self.has_current:
+            for layer in self.directions.values():
+                layer.add_direction(rank)
+        self.magnitudes = nn.Parameter(self._magnitudes_for_new_task(), requires_grad=self.decoupled)
+        self.tasks_begun += 1
+
+    def end_task(self, absorb: bool = False) -> bool:
+        """Absorb the current direction (KD) or freeze and normalise it. Returns True when it was absorbed."""
+        absorbed = absorb and self.absorb_if_spanned()
+        if not absorbed:
+            self.freeze_current()
+        return absorbed
+
+    def absorb_if_spanned(self) -> bool:
+        """KD (§6): when the kept directions span the current one (residual <= tau), fold it into their
+        magnitudes, alpha_k += alpha_t * dalpha_k, kept as persistent offsets, and drop it."""
+        if not self.decoupled or self.kept_directions == 0:
+            return False
+        norms = self._freeze_norms()
+        fit, residual = self._span_fit(norms)
+        if residual > self.cfg.kd_threshold:
+            return False
+        self.magnitude_offsets += (self._current_coefficient(norms) * fit).to(self.magnitude_offsets.dtype)
+        for layer in self.directions.values():
+            layer.drop_current()
+        self.magnitudes = nn.Parameter(self.magnitudes.detach()[:-1].clone())
+        return True
+
+    def freeze_current(self) -> None:
+        """Store the current direction normalised (constant normaliser) in the frozen buffers."""
+        if not self.decoupled or not self.has_current:
+            return  # sequential LoRA keeps training the same adapter
+        norms = self._freeze_norms()
+        coefficient = self._current_coefficient(norms)
+        rank = next(iter(self.directions.values())).up(self.cfg.targets[0]).shape[1]
+        for name, layer in self.directions.items():
+            layer.freeze_current(norms[name])
+        self.owner = torch.cat([self.owner, self.owner.new_full((rank,), self.kept_directions)])
+        self.magnitude_offsets = torch.cat([self.magnitude_offsets, self.magnitude_offsets.new_zeros(1)])
+        # Stored normalised, its magnitude becomes the coefficient of the normalised direction (alpha_t * n_t).
+        values = self.magnitudes.detach().clone()
+        values[-1] = coefficient
+        self.magnitudes = nn.Parameter(values)
+
+    def _current_coefficient(self, norms: dict) -> torch.Tensor:
+        return self.magnitudes[-1].detach() * (1.0 if self.cfg.normalise_current else norms["mean"])
+
+    def _grow_head(self, num_new: int) -> None:
+        old = self.head
+        new = nn.Linear(old.in_features, old.out_features + num_new, device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            # official code: new rows kaiming_uniform (nonlinearity='linear'), new bias 0, old rows copied
+            nn.init.kaiming_uniform_(new.weight, nonlinearity="linear")
+            new.bias.zero_()
+            new.weight[: old.out_features] = old.weight
+            new.bias[: old.out_features] = old.bias
+        self.head = new
+
+    def _magnitudes_for_new_task(self) -> torch.Tensor:
+        kept = self.kept_directions
+        init = self.magnitude_offsets.new_full((kept + 1,), self.cfg.magnitude_init)
+        if not self.decoupled:
+            return init.new_ones(1)  # plain LoRA: W0 + U V
+        if self.cfg.carry_magnitudes and self.magnitudes.numel() >= kept:
+            init[:kept] = self.magnitudes.detach()[:kept]
+        return init
+
+    def _freeze_norms(self) -> dict:
+        """Per layer and target, the constant normaliser the current direction is stored with.
+
+        Official: each projection's own. With a raw current direction and carried magnitudes, one shared
+        magnitude cannot preserve a function whose projections have different norms, so all projections of the
+        task share their mean norm: the boundary is then exact (a documented departure, README).
+        """
+        norms = {name: layer.current_norms(self.cfg.normaliser) for name, layer in self.directions.items()}
+        flat = torch.stack([n for layer in norms.values() for n in layer.values()])
+        mean = flat.mean()
+        if self.cfg.carry_magnitudes and not self.cfg.normalise_current:
+            norms = {name: {t: mean for t in layer} for name, layer in norms.items()}
+        norms["mean"] = mean
+        return norms
+
+    def _span_fit(self, norms: dict) -> tuple[torch.Tensor, float]:
+        """KD (§6, Eq. 7): one joint least-squares fit of the new direction by the kept ones, over all projections.
+
+        Solved in float64 from the Gram matrix: the residual is compared with tau = 9e-4, far below float32's
+        cancellation error on ||D_t||^2 - b^T x.
+        """
+        rank = next(iter(self.directions.values())).up(self.cfg.targets[0]).shape[1]
+        kept = self.kept_directions
+        owner = torch.cat([self.owner, self.owner.new_full((rank,), kept)])
+        onehot = nn.functional.one_hot(owner, kept + 1).double()
+        gram = sum(
+            layer.direction_gram(onehot, {t: n.double() for t, n in norms[name].items()}, dtype=torch.float64)
+            for name, layer in self.directions.items()
+        )
+        old, cross, new = gram[:kept, :kept], gram[:kept, kept], gram[kept, kept]
+        fit = torch.linalg.pinv(old) @ cross
+        residual = float((new - cross @ fit).clamp_min(0).sqrt())
+        return fit, residual
+
+    # -- forward and merge ----------------------------------------------------------------------------------------
+    def adapted_qkv_weights(self) -> dict[str, torch.Tensor]:
+        """Every adapted qkv weight, W0 + frozen directions + current direction, keyed by its ViT parameter name."""
+        kept = self.kept_directions
+        frozen_scales = self.magnitudes[:kept] + self.magnitude_offsets
+        current_scale = self.magnitudes[kept] if self.has_current else None
+        weights = {}
+        for name, layer in self.directions.items():
+            qkv = self.vit.blocks[int(name)].attn.qkv
+            deltas = {
+                t: layer.delta(
+                    t, frozen_scales, self.owner, current_scale, self.cfg.normalise_current, self.cfg.normaliser
+                )
+                for t in layer.targets
+            }
+            weights[f"blocks.{name}.attn.qkv.weight"] = layer.merged_weight(qkv.weight, deltas)
+        return weights
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
+        return self.head(features)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        """A plain timm ViT with everything folded in: the adapters into qkv, the head as its classifier."""
+        vit = copy.deepcopy(self.vit)
+        for name, weight in self.adapted_qkv_weights().items():
+            vit.get_parameter(name).copy_(weight)
+        vit.reset_classifier(self.num_classes)
+        vit.head.to(device=self.head.weight.device, dtype=self.head.weight.dtype)
+        vit.head.load_state_dict(self.head.state_dict())
+        vit.num_classes = self.num_classes
+        vit.pretrained_cfg = {**getattr(self.vit, "pretrained_cfg", {}), "num_classes": self.num_classes}
+        return vit.eval()
+
+    # -- adapter checkpoints ------------------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen backbone: enough, with the backbone, to rebuild this model exactly."""
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("vit.")}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load an ``adapter_state``, first reshaping the growing parts (head, buffers, current direction)."""
+        device = self.head.weight.device
+        self.head = nn.Linear(self.head.in_features, state["head.weight"].shape[0], device=device,
+                              dtype=self.head.weight.dtype) if state["head.weight"].shape[0] else self.head
+        for key in ("owner", "magnitude_offsets"):
+            setattr(self, key, torch.empty_like(state[key], device=device))
+        self.magnitudes = nn.Parameter(torch.empty_like(state["magnitudes"], device=device),
+                                       requires_grad=self.decoupled)
+        for name, layer in self.directions.items():
+            for t in layer.targets:
+                for kind in ("frozen_up", "frozen_down", "frozen_norms"):
+                    setattr(layer, f"{kind}_{t}", torch.empty_like(state[f"directions.{name}.{kind}_{t}"],
+                                                                   device=device))
+                for kind in ("up", "down"):
+                    key = f"directions.{name}.{kind}_{t}"
+                    setattr(layer, f"{kind}_{t}",
+                            nn.Parameter(torch.empty_like(state[key], device=device)) if key in state else None)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("vit.")]
+        if missing or unexpected:
+            raise ValueError(f"adapter state does not fit this model: missing {missing}, unexpected {unexpected}")
+
+
+def _empty_head(in_features: int, like: torch.Tensor) -> nn.Linear:
+    """A head with no class yet; begin_task grows it (nn.Linear warns when it initialises an empty weight)."""
+    head = nn.Linear(in_features, 1, device=like.device, dtype=like.dtype)
+    head.weight = nn.Parameter(head.weight.detach()[:0])
+    head.bias = nn.Parameter(head.bias.detach()[:0])
+    head.out_features = 0
+    return head

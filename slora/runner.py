@@ -1,0 +1,84 @@
+"""One continual run on one machine: stages, merged checkpoints and results.json in an output folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .continual import ContinualRun
+from .data import load_benchmark
+from .export import save_timm_folder
+from .overrides import config_dict
+from .report import stage_table
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_out_dir(cfg: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.variant}-{cfg.data.benchmark}-{stamp}"
+
+
+def run_continual(cfg: RunConfig, log=print) -> dict:
+    """Run every stage, save the merged model of each (or the last) stage, write results.json; return it."""
+    out_dir = Path(cfg.out_dir or default_out_dir(cfg)).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench = load_benchmark(cfg.data)
+    run = ContinualRun(cfg, bench, device=resolve_device(cfg.device))
+    log(f"{cfg.variant} on {bench.name}: {run.num_stages} stages, classes per task {run.bench.task_sizes}, "
+        f"backbone {cfg.backbone.name}; writing to {out_dir}")
+    while run.state.stages_done < run.num_stages:
+        result = run.run_stage()
+        last = result.stage == run.num_stages
+        if cfg.save_merged == "every" or (cfg.save_merged == "last" and last):
+            save_merged_stage(run, out_dir / "merged" / f"stage_{result.stage:02d}", result.stage)
+    results = summarise(cfg, run)
+    (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
+    log(stage_table(run.state.results))
+    log(f"final accuracy {results['final_accuracy']:.2%}  AAA {results['average_incremental_accuracy']:.2%}  "
+        f"forgetting {results['forgetting']:.2%}  -> {out_dir / 'results.json'}")
+    return results
+
+
+def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
+    extra = {"stage": stage, "class_order": run.bench.class_order,
+             "class_names": [run.bench.class_names[c] for c in run.bench.class_order[: run.model.num_classes]],
+             "variant": run.cfg.variant, "backbone": run.cfg.backbone.name}
+    return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
+
+
+def summarise(cfg: RunConfig, run: ContinualRun) -> dict:
+    last = run.state.results[-1]
+    return {
+        "final_accuracy": last["accuracy"],
+        "average_incremental_accuracy": last["average_incremental_accuracy"],
+        "forgetting": last["forgetting"],
+        "stored_parameters": last["stored_parameters"],
+        "accuracy_curve": run.state.curve,
+        "accuracy_matrix": run.accuracy_matrix(),
+        "stages": run.state.results,
+        "class_order": run.bench.class_order,
+        "class_names": [run.bench.class_names[c] for c in run.bench.class_order],
+        "task_sizes": run.bench.task_sizes,
+        "config": config_dict(cfg),
+    }
+
+
+def _json_safe(value):
+    """NaN (e.g. old-class accuracy at stage 1) becomes null: strict JSON readers reject NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,69 @@
+"""One stage of training and the evaluation after it (the official loss and optimiser, SD-LoRA.md §3-4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import OptimConfig
+from .model import SLoRAViT
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def build_optimizer(model: SLoRAViT, optim: OptimConfig, epochs: int):
+    """Separate parameter groups: the current direction, the magnitudes and the head each have a learning rate.
+
+    The whole head is optimised: old rows get exactly zero gradient from the sliced loss and there is no weight
+    decay, so with SGD+momentum or Adam they do not move (as in the official code).
+    """
+    groups = [
+        {"params": list(model.directions.parameters()), "lr": optim.lr_direction, "name": "directions"},
+        {"params": list(model.head.parameters()), "lr": optim.lr_head, "name": "head"},
+    ]
+    if model.magnitudes.requires_grad:
+        groups.append({"params": [model.magnitudes], "lr": optim.lr_magnitude, "name": "magnitudes"})
+    groups = [g for g in groups if g["params"]]
+    if optim.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=0.0)
+    else:
+        optimizer = torch.optim.Adam(groups, weight_decay=0.0)
+    milestones = [m for m in optim.milestones if m < epochs]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=optim.lr_decay)
+    return optimizer, scheduler
+
+
+def continual_loss(logits: torch.Tensor, labels: torch.Tensor, known: int) -> torch.Tensor:
+    """Task 0: CE over all logits; later tasks: CE over the new classes' logits only (official code)."""
+    if known == 0:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits[:, known:], labels - known)
+
+
+def train_epoch(forward: nn.Module, model: SLoRAViT, batches, optimizer, known: int, grad_clip: float) -> float:
+    """`forward` is the model as called (DDP-wrapped or not); `model` the S-LoRA module underneath."""
+    forward.train()
+    total, count = 0.0, 0
+    for images, labels in batches:
+        loss = continual_loss(forward(images), labels, known)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"loss became {loss.item()} at task with {known} known classes")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+        optimizer.step()
+        total += loss.item() * len(labels)
+        count += len(labels)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images).argmax(dim=1).cpu() for images in batches])

@@ -1,0 +1,44 @@
+"""The variants, registered by name once (SD-LoRA.md §13). Each is a few flags read by the continual loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import AdapterConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    summary: str
+    decoupled: bool = True  # False: one LoRA fine-tuned through all tasks (no frozen directions, no magnitudes)
+    reduce_rank: bool = False  # RR: the new direction's rank follows adapter.rank_schedule
+    absorb: bool = False  # KD: absorb a direction that the old ones span into their magnitudes
+    joint: bool = False  # all classes in one stage (the upper bound)
+
+    def rank_for_task(self, task: int, adapter: AdapterConfig) -> int:
+        rank = adapter.rank
+        if self.reduce_rank:
+            for from_task, scheduled in sorted(adapter.rank_schedule):
+                if task >= from_task:
+                    rank = min(adapter.rank, scheduled)
+        return rank
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("seq_lora", "sequential LoRA: one adapter fine-tuned through all tasks (lower bound)", decoupled=False),
+        Variant("slora", "S-LoRA: a new direction per task, old directions frozen, all magnitudes learn"),
+        Variant("slora_rr", "S-LoRA with rank reduction (adapter.rank_schedule)", reduce_rank=True),
+        Variant("slora_kd", "S-LoRA with knowledge distillation: spanned directions are absorbed", absorb=True),
+        Variant("slora_pp", "S-LoRA++: rank reduction and absorption together", reduce_rank=True, absorb=True),
+        Variant("joint", "all classes in one stage with the same adapter and head (upper bound)", joint=True),
+    )
+}
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
