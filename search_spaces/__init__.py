@@ -1,0 +1,106 @@
+"""Search spaces, one YAML file per variant (plus `all`), turned into an Optuna define-by-run function.
+
+A parameter is a config key with one of ``choice``, ``loguniform``, ``uniform``, ``int`` or ``value``, and an
+optional ``when: {key: [values]}``: it is sampled only when those earlier keys took one of those values.
+Command-line overrides: ``space.KEY=[a,b,c]`` replaces the choices, ``space.KEY=x`` fixes the parameter.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slora.overrides import ConfigError, field_paths, parse_value, resolve_key
+from slora.config import RunConfig
+
+SPACES_DIR = Path(__file__).parent
+KINDS = ("choice", "loguniform", "uniform", "int", "value")
+
+
+@dataclass
+class Param:
+    key: str  # resolved dotted config path, e.g. adapter.rank
+    kind: str
+    args: Any
+    when: dict[str, list] = field(default_factory=dict)
+
+
+def available_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name: str, overrides: dict[str, str] | None = None) -> list[Param]:
+    path = SPACES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no search space {name!r}; valid spaces: {', '.join(available_spaces())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    paths = field_paths(RunConfig)
+    params = {}
+    for key, spec in raw.items():
+        params[resolve_key(key, paths)] = _param(key, spec, paths)
+    for key, text in (overrides or {}).items():
+        resolved = resolve_key(key, paths)
+        value = _literal(text)
+        spec = {"choice": list(value)} if isinstance(value, (list, tuple)) else {"value": value}
+        if resolved in params:
+            spec["when"] = params[resolved].when
+        params[resolved] = _param(key, spec, paths)
+    return list(params.values())
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _param(key: str, spec: dict, paths: dict) -> Param:
+    resolved = resolve_key(key, paths)
+    kinds = [k for k in spec if k in KINDS]
+    unknown = [k for k in spec if k not in KINDS and k != "when"]
+    if len(kinds) != 1 or unknown:
+        raise ConfigError(f"space entry {key}: give exactly one of {', '.join(KINDS)} (and optionally when)")
+    kind = kinds[0]
+    args = spec[kind]
+    values = args if kind == "choice" else [args] if kind == "value" else []
+    for v in values:  # every choice must parse as the field's type now, not inside a trial
+        parse_value(resolved, v, paths[resolved])
+    if kind in ("loguniform", "uniform", "int"):
+        if not (isinstance(args, (list, tuple)) and len(args) == 2 and args[0] < args[1]):
+            raise ConfigError(f"space entry {key}: {kind} needs [low, high] with low < high, got {args!r}")
+        if kind == "loguniform" and args[0] <= 0:
+            raise ConfigError(f"space entry {key}: loguniform needs low > 0, got {args!r}")
+    when = {resolve_key(k, paths): list(v) for k, v in (spec.get("when") or {}).items()}
+    return Param(resolved, kind, args, when)
+
+
+class DefineByRun:
+    """Optuna define-by-run space: samples each active parameter; conditions read earlier samples or `fixed`.
+
+    A class rather than a closure: Tune pickles the searcher (with this) into the sweep's resume state.
+    """
+
+    def __init__(self, params: list[Param], fixed: dict[str, Any]):
+        self.params, self.fixed = params, fixed
+
+    def __call__(self, trial) -> None:
+        chosen: dict[str, Any] = {}
+        for p in self.params:
+            if p.kind == "value" or any(chosen.get(k, self.fixed.get(k)) not in allowed for k, allowed in p.when.items()):
+                continue  # fixed values are constants the sweep merges into every trial's config
+            if p.kind == "choice":
+                chosen[p.key] = trial.suggest_categorical(p.key, list(p.args))
+            elif p.kind == "int":
+                chosen[p.key] = trial.suggest_int(p.key, int(p.args[0]), int(p.args[1]))
+            else:
+                chosen[p.key] = trial.suggest_float(p.key, float(p.args[0]), float(p.args[1]),
+                                                    log=p.kind == "loguniform")
+
+
+def constants(params: list[Param]) -> dict[str, Any]:
+    return {p.key: p.args for p in params if p.kind == "value"}

@@ -67,13 +67,14 @@ class QKVDirections(nn.Module):
     def current_norms(self, normaliser: Normaliser) -> dict[str, torch.Tensor]:
         return {t: direction_norm(self.up(t), self.down(t), normaliser).detach() for t in self.targets}
 
-    def freeze_current(self, normaliser: Normaliser) -> None:
-        """Append the current direction to the frozen buffers with its constant normaliser."""
-        norms = self.current_norms(normaliser)
+    def freeze_current(self, norms: dict[str, torch.Tensor]) -> None:
+        """Append the current direction to the frozen buffers with its constant normaliser (one per target)."""
         for t in self.targets:
             setattr(self, f"frozen_up_{t}", torch.cat([self.frozen_up(t), self.up(t).detach()], dim=1))
             setattr(self, f"frozen_down_{t}", torch.cat([self.frozen_down(t), self.down(t).detach()], dim=0))
-            setattr(self, f"frozen_norms_{t}", torch.cat([self.frozen_norms(t), norms[t].reshape(1)]))
+            # A direction that never trained (U = 0) adds 0 whatever its normaliser; 1 avoids 0/0 in every forward.
+            norm = torch.where(norms[t] > _ZERO_DIRECTION, norms[t], torch.ones_like(norms[t]))
+            setattr(self, f"frozen_norms_{t}", torch.cat([self.frozen_norms(t), norm.reshape(1)]))
         self.drop_current()
 
     def drop_current(self) -> None:

@@ -70,7 +70,12 @@ def _from_checkpoint(cfg: BackboneConfig, image_size: int, in_chans: int) -> nn.
         )
     if path.is_dir():
         name, args, weights = _local_folder(path)
-        args = {**args, "img_size": image_size, "in_chans": args.get("in_chans", in_chans)}
+        # timm records num_classes among the model args; the head is ours, so the backbone is built without one
+        args = {k: v for k, v in args.items() if k != "num_classes"}
+        if args.get("in_chans", in_chans) != in_chans:
+            raise BackboneError(f"backbone.checkpoint={cfg.checkpoint} takes {args['in_chans']}-channel images, "
+                                f"but the benchmark's have {in_chans} channels")
+        args = {**args, "img_size": image_size, "in_chans": in_chans}
     else:
         name, args, weights = cfg.name, model_args(cfg, image_size, in_chans), path
     vit = timm.create_model(name, pretrained=False, num_classes=0, **args)

@@ -23,7 +23,7 @@ def stage_table(results: list[dict]) -> str:
     for row in results:
         cells = []
         for key, _, fmt in COLUMNS:
-            value = row[key]
+            value = row.get(key, math.nan)
             width = len(fmt.format(0))
             cells.append(f"{'-':>{width}}" if isinstance(value, float) and math.isnan(value) else fmt.format(value))
         lines.append("  ".join(cells))

@@ -7,11 +7,17 @@ from typing import Callable
 import torch
 
 from ..config import DataConfig
-from . import digits
+from . import digits, omniglot, paper
 from .benchmark import Benchmark
+from .imagefolder import load_imagefolder
 
 BENCHMARKS: dict[str, Callable[[DataConfig], Benchmark]] = {
     "digits": digits.load,
+    "imagefolder": load_imagefolder,
+    "omniglot": omniglot.loader("omniglot"),
+    "omniglot_background": omniglot.loader("omniglot_background"),
+    "cifar100": paper.load_cifar100,
+    **{name: paper.folder_loader(name) for name in paper.FOLDER_BENCHMARKS},
 }
 
 
@@ -23,6 +29,8 @@ def check_benchmark_name(name: str) -> None:
 def load_benchmark(cfg: DataConfig) -> Benchmark:
     check_benchmark_name(cfg.benchmark)
     bench = BENCHMARKS[cfg.benchmark](cfg)
+    if cfg.augment != "auto":
+        bench.augment = cfg.augment
     if cfg.max_train_per_class or cfg.max_test_per_class:
         bench = _cap_per_class(bench, cfg.max_train_per_class, cfg.max_test_per_class)
     return bench

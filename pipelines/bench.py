@@ -1,0 +1,210 @@
+"""Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
+``python pipelines/bench.py [quick=true] [reps=N]``.
+
+- train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
+  the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
+- S-LoRA step / rank-10 LoRA step (goal <= 1.15), against two LoRAs: ``seq_lora`` (the same folded-weight
+  forward, one adapter and no magnitudes) and a hand-written PEFT-style LoRA (x V^T U^T added to q and v);
+- merged-model forward / plain backbone forward (goal <= 1.02): the exported model is the plain ViT.
+
+The models share one frozen ViT and are timed interleaved (A B C A B C ...), so a load change on the machine
+hits them alike; each figure is a median over reps after warm-up. The last line is one JSON object.
+On CPU a small ViT; with CUDA also ViT-B/16 at 224 under bf16 autocast, with images/s.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import sys
+import time
+from typing import Callable
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slora.config import AdapterConfig, OptimConfig
+from slora.model import SLoRAViT
+from slora.training import build_optimizer, continual_loss
+
+RANK = 10
+CLASSES_PER_TASK = 10
+OPTIM = OptimConfig(optimizer="adam", lr_direction=1e-4, lr_magnitude=1e-4, lr_head=1e-4)
+SIZES = {  # name: timm kwargs, batch size
+    "cpu": (dict(img_size=32, patch_size=4, embed_dim=192, depth=4, num_heads=3), 64),
+    "cpu_quick": (dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=3), 8),
+    "cuda": (dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12), 64),
+}
+
+
+class LoRAQKV(nn.Module):
+    """A hand-written LoRA on the q and v thirds of a fused qkv Linear, as PEFT adds it: a side branch x V^T U^T."""
+
+    def __init__(self, qkv: nn.Linear, rank: int):
+        super().__init__()
+        self.qkv, dim = qkv, qkv.in_features
+        self.down = nn.Parameter(torch.randn(2, rank, dim, device=qkv.weight.device) / dim**0.5)
+        self.up = nn.Parameter(torch.zeros(2, dim, rank, device=qkv.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x @ self.down[0].T @ self.up[0].T
+        v = x @ self.down[1].T @ self.up[1].T
+        return self.qkv(x) + torch.cat([q, torch.zeros_like(q), v], dim=-1)
+
+
+class HandwrittenLoRA(nn.Module):
+    def __init__(self, vit: nn.Module, rank: int, num_classes: int):
+        super().__init__()
+        self.vit = copy.deepcopy(vit)
+        for block in self.vit.blocks:
+            block.attn.qkv = LoRAQKV(block.attn.qkv, rank)
+        self.head = nn.Linear(vit.num_features, num_classes, device=next(vit.parameters()).device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.vit(images))
+
+
+def slora_at_task(vit: nn.Module, task: int, decoupled: bool = True) -> SLoRAViT:
+    """An S-LoRA model at 1-based `task`: the earlier directions trained (random factors) and frozen."""
+    model = SLoRAViT(vit, AdapterConfig(rank=RANK), decoupled=decoupled)
+    for _ in range(task - 1):
+        model.begin_task(CLASSES_PER_TASK, RANK)
+        with torch.no_grad():
+            for layer in model.directions.values():
+                for t in layer.targets:
+                    layer.up(t).normal_()
+        model.freeze_current()
+    model.begin_task(CLASSES_PER_TASK, RANK)
+    return model
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, autocast: bool) -> Callable[[], None]:
+    if isinstance(model, SLoRAViT):
+        optimizer, _ = build_optimizer(model, OPTIM, epochs=1)
+        known = model.num_classes - CLASSES_PER_TASK
+    else:
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        known = 0
+    model.train()
+
+    def step() -> None:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = continual_loss(model(images), labels + known, known) if known else F.cross_entropy(
+                model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def forward_pass(model: nn.Module, images: torch.Tensor, autocast: bool) -> Callable[[], None]:
+    model.eval()
+
+    @torch.no_grad()
+    def forward() -> None:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            model(images)
+
+    return forward
+
+
+def median_seconds(calls: dict[str, Callable[[], None]], reps: int, warmup: int, device: torch.device) -> dict:
+    """Median wall time of each call, timed interleaved so that machine load affects all of them alike."""
+    def timed(call) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    samples = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, call in calls.items():
+            samples[name].append(timed(call))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def bench(size: str, device: torch.device, reps: int, warmup: int, autocast: bool) -> dict:
+    kwargs, batch = SIZES[size]
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, **kwargs).to(device)
+    images = torch.randn(batch, 3, kwargs["img_size"], kwargs["img_size"], device=device)
+    labels = torch.randint(0, CLASSES_PER_TASK, (batch,), device=device)
+    task1, task20 = slora_at_task(vit, 1), slora_at_task(vit, 20)
+    lora = slora_at_task(vit, 1, decoupled=False)
+    handwritten = HandwrittenLoRA(vit, RANK, CLASSES_PER_TASK)
+    steps = median_seconds({
+        "slora_task1": train_step(task1, images, labels, autocast),
+        "slora_task20": train_step(task20, images, labels, autocast),
+        "seq_lora": train_step(lora, images, labels, autocast),
+        "handwritten_lora": train_step(handwritten, images, labels, autocast),
+    }, reps, warmup, device)
+    forwards = median_seconds({
+        "merged": forward_pass(task20.merged(), images, autocast),
+        "plain": forward_pass(vit, images, autocast),
+    }, reps, warmup, device)
+    per_task = (task20.stored_parameters() - task1.stored_parameters()) / 19
+    return {
+        "size": size, "device": str(device), "batch": batch, "bf16_autocast": autocast, **kwargs,
+        "step_ms": {k: round(v * 1e3, 3) for k, v in steps.items()},
+        "forward_ms": {k: round(v * 1e3, 3) for k, v in forwards.items()},
+        "train_images_per_s_task20": round(batch / steps["slora_task20"], 1),
+        "merged_images_per_s": round(batch / forwards["merged"], 1),
+        "step_task20_over_task1": steps["slora_task20"] / steps["slora_task1"],
+        "slora_over_lora_step": steps["slora_task1"] / steps["seq_lora"],
+        "slora_task20_over_lora_step": steps["slora_task20"] / steps["seq_lora"],
+        "slora_over_handwritten_lora_step": steps["slora_task1"] / steps["handwritten_lora"],
+        "merged_over_plain_forward": forwards["merged"] / forwards["plain"],
+        "adapter_params_per_task": int(per_task),
+    }
+
+
+def report(figures: dict) -> None:
+    print(f"\n{figures['size']} ViT on {figures['device']}: embed {figures['embed_dim']}, depth {figures['depth']}, "
+          f"img {figures['img_size']}/{figures['patch_size']}, batch {figures['batch']}, "
+          f"bf16 autocast {figures['bf16_autocast']}")
+    print("  train step ms: " + ", ".join(f"{k} {v:.2f}" for k, v in figures["step_ms"].items()))
+    print("  forward ms:    " + ", ".join(f"{k} {v:.2f}" for k, v in figures["forward_ms"].items()))
+    for key, goal in (("step_task20_over_task1", 1.10), ("slora_over_lora_step", 1.15),
+                      ("slora_task20_over_lora_step", 1.15), ("slora_over_handwritten_lora_step", 1.15),
+                      ("merged_over_plain_forward", 1.02)):
+        print(f"  {key:34s} {figures[key]:.3f}  (goal <= {goal})")
+    print(f"  adapter parameters per task: {figures['adapter_params_per_task']:,}")
+    print(f"  images/s: train at task 20 {figures['train_images_per_s_task20']:,.0f}, "
+          f"merged forward {figures['merged_images_per_s']:,.0f}")
+
+
+def main(argv: list[str]) -> int:
+    options = {"quick": "false", "reps": ""}
+    for arg in argv:
+        key, _, value = arg.removeprefix("--").partition("=")
+        if key not in options:
+            print(f"error: unknown option {arg!r}; valid: quick=true|false, reps=N", file=sys.stderr)
+            return 2
+        options[key] = value or "true"
+    quick = options["quick"].lower() in ("true", "1", "yes")
+    reps = int(options["reps"]) if options["reps"] else (3 if quick else 12)
+    runs = [bench("cpu_quick" if quick else "cpu", torch.device("cpu"), reps, warmup=1 if quick else 2,
+                  autocast=False)]
+    if torch.cuda.is_available() and not quick:
+        runs.append(bench("cuda", torch.device("cuda"), reps, warmup=5, autocast=True))
+    for figures in runs:
+        report(figures)
+    summary = dict(runs[-1])
+    if len(runs) > 1:
+        summary["cpu"] = runs[0]
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

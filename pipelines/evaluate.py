@@ -1,0 +1,103 @@
+"""Score an exported stage folder with plain timm:
+``python pipelines/evaluate.py checkpoint=runs/<run>/merged/stage_05 [benchmark=digits data_root=... ...]``.
+
+The model comes from ``timm.create_model("local-dir:...")`` and its preprocessing from timm's
+``resolve_data_config``, so this checks that the folder alone reproduces the run. The data config defaults to
+the run's own (``<run>/results.json``, two levels above the stage folder); ``key=value`` overrides it. The test
+split is every class the model has (labels are positions in the class order), in eval batches of the size and
+order slora.continual uses, so the printed accuracy equals the run's accuracy at that stage exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+import timm
+import torch
+
+from slora.config import DataConfig
+from slora.continual import EVAL_BATCH
+from slora.data import load_benchmark
+from slora.data.batches import eval_batches
+from slora.data.catalog import check_benchmark_name
+from slora.export import load_timm_folder
+from slora.metrics import accuracy
+from slora.overrides import ConfigError, parse_value, split_overrides
+from slora.runner import resolve_device
+from slora.training import predict
+
+DATA_FIELDS = typing.get_type_hints(DataConfig)
+KEYS = ("checkpoint", "device", *DATA_FIELDS)
+
+
+def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str]:
+    """checkpoint=PATH (required), device=, and DataConfig fields (bare or as data.FIELD)."""
+    overrides = split_overrides(argv)
+    keys = {key: key.removeprefix("data.") for key in overrides}
+    unknown = [key for key, bare in keys.items() if bare not in KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(KEYS)}")
+    if "checkpoint" not in overrides:
+        raise ConfigError("checkpoint=PATH is required: a stage folder such as runs/<run>/merged/stage_05")
+    checkpoint = Path(overrides["checkpoint"].removeprefix("local-dir:")).expanduser()
+    if not (checkpoint / "config.json").is_file():
+        what = "no such folder" if not checkpoint.exists() else "not a timm folder (no config.json)"
+        raise ConfigError(f"checkpoint={checkpoint}: {what}; expected a stage folder such as runs/<run>/merged/stage_05")
+    data = run_data_config(checkpoint)
+    for key, value in overrides.items():
+        bare = keys[key]
+        if bare in DATA_FIELDS:
+            setattr(data, bare, parse_value(f"data.{bare}", value, DATA_FIELDS[bare]))
+    try:
+        check_benchmark_name(data.benchmark)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return checkpoint, data, overrides.get("device", "auto")
+
+
+def run_data_config(checkpoint: Path) -> DataConfig:
+    """The data config of the run that wrote this stage folder (<run>/merged/stage_XX), else the defaults."""
+    data = DataConfig()
+    results = checkpoint.resolve().parent.parent / "results.json"
+    if results.is_file():
+        saved = json.loads(results.read_text()).get("config", {}).get("data", {})
+        for key, value in saved.items():
+            if key in DATA_FIELDS:
+                setattr(data, key, parse_value(f"data.{key}", value, DATA_FIELDS[key]))
+    return data
+
+
+def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto") -> dict:
+    """Accuracy of the exported model on the test images of every class it has."""
+    device = resolve_device(device)
+    model = load_timm_folder(checkpoint).to(device)
+    preprocessing = timm.data.resolve_data_config(model=model)
+    channels = preprocessing["input_size"][0]
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
+    bench = load_benchmark(data)
+    seen = bench.test_labels < model.num_classes
+    images, labels = bench.test_images[seen], bench.test_labels[seen]
+    predictions = predict(model, ((x - mean) / std for x in eval_batches(images, EVAL_BATCH, device)))
+    return {"accuracy": accuracy(predictions, labels), "num_classes": model.num_classes,
+            "num_images": len(labels), "benchmark": data.benchmark, "checkpoint": str(checkpoint)}
+
+
+def main(argv: list[str]) -> int:
+    try:
+        checkpoint, data, device = parse_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = evaluate_checkpoint(checkpoint, data, device)
+    print(f"accuracy {result['accuracy']:.4%} on {result['num_images']} test images of {result['num_classes']} "
+          f"classes ({data.benchmark}, {checkpoint})")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,64 @@
+"""The sweep's results table (trials x stages, with config columns) from MLflow, written as Parquet."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import tracking
+
+
+def results_table(uri: str, experiment_id: str, parent: str, num_stages: int, statuses: dict) -> list[dict]:
+    """One row per (trial, stage) from the child runs' full metric histories (Tune keeps only post-restart
+    history, MLflow keeps all). Status: finished / pruned (stopped early by ASHA or interrupted) / failed."""
+    rows = []
+    for run in tracking.child_runs(uri, experiment_id, parent):
+        trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
+        stages = tracking.metric_histories(uri, run.info.run_id)
+        done = max(stages, default=0)
+        status = statuses.get(trial_id) or ("finished" if done >= num_stages else
+                                            "failed" if run.info.status == "FAILED" else "pruned")
+        for stage in sorted(stages):
+            rows.append({"trial": run.info.run_name, "trial_id": trial_id, "run_id": run.info.run_id,
+                         "status": status, "stage": stage, **stages[stage], **run.data.params})
+    return rows
+
+
+def write_table(rows: list[dict], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = sorted({k for r in rows for k in r}, key=_column_order)
+    table = pa.table({c: [_cell(r.get(c)) for r in rows] for c in columns}) if rows else pa.table({})
+    parquet = out_dir / "results.parquet"
+    pq.write_table(table, parquet)
+    csv_path = out_dir / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return [parquet, csv_path]
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Finished trials that no other finished trial beats on both accuracy (max) and stored parameters (min)."""
+    def dominated(a, b):
+        return (b["accuracy"] >= a["accuracy"] and b["stored_parameters"] <= a["stored_parameters"]
+                and (b["accuracy"] > a["accuracy"] or b["stored_parameters"] < a["stored_parameters"]))
+
+    front = [a for a in rows if not any(dominated(a, b) for b in rows)]
+    return sorted(front, key=lambda r: -r["accuracy"])
+
+
+_FIRST = ["trial", "trial_id", "run_id", "status", "stage", "accuracy", "accuracy_old", "accuracy_new",
+          "forgetting", "average_incremental_accuracy", "stored_parameters", "stage_seconds", "train_loss"]
+
+
+def _column_order(column: str):
+    return (_FIRST.index(column), "") if column in _FIRST else (len(_FIRST), column)
+
+
+def _cell(value):
+    # MLflow params are strings; keep them so, numbers stay numbers. Mixed columns would break Arrow's typing.
+    return None if value is None else value if isinstance(value, (int, float)) else str(value)

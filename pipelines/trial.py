@@ -1,0 +1,156 @@
+"""A sweep trial: a Tune function (the driver) that runs one continual sequence as a Ray Train TorchTrainer.
+
+Each Train worker runs slora.continual.ContinualRun (the same stage loop as pipelines/run.py) under DDP. After
+every stage rank 0 logs to MLflow, then every rank reports (rank 0 with a safetensors checkpoint of the adapter
+state), then all wait until that checkpoint is committed: a killed worker resumes from the last finished
+stage, never an older one (../shared/platform/RAY-NOTES.md §3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from slora.continual import ContinualRun, ContinualState
+from slora.data import load_benchmark
+from slora.export import load_adapter, save_adapter
+from slora.overrides import build_config, config_dict, config_from_dict, flat_config
+from slora.runner import save_merged_stage
+
+from . import tracking
+
+ADAPTER_FILE = "adapter.safetensors"
+
+
+@dataclass
+class TrialSettings:
+    """Everything a trial needs besides its sampled parameters; plain values so it pickles to Ray."""
+
+    base_overrides: dict
+    constants: dict
+    tracking: tracking.TrackingTarget
+    storage_path: str
+    workers_per_trial: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_failures: int
+    save_merged: str  # every | last | none
+    kill_worker_at_stage: int = 0  # fault drill: rank 0 SIGKILLs itself once at the start of this stage
+
+
+def trial_config(settings: TrialSettings, sampled: dict):
+    return build_config({**settings.base_overrides, **settings.constants, **sampled})
+
+
+def trial_driver(config: dict, settings: TrialSettings) -> None:
+    """The Tune trainable. Returns nothing: a returned dict would become an extra all-NaN result (RAY-NOTES §1)."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
+    cfg = trial_config(settings, config)
+    cfg.progress = False
+    run_id = tracking.child_run(settings.tracking, trial_id, context.get_trial_name(), flat_config(cfg))
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "run": config_dict(cfg),
+            "tracking_uri": settings.tracking.tracking_uri,
+            "run_id": run_id,
+            "save_merged": settings.save_merged,
+            "kill_worker_at_stage": settings.kill_worker_at_stage,
+            "threads": max(1, int(settings.cpus_per_worker)),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers_per_trial, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",  # stable: a restarted driver's trainer restores from storage_path/name
+            storage_path=settings.storage_path,
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+def train_worker(config: dict) -> None:
+    """One DDP rank of a trial: restore the last committed stage, then train, log, report stage by stage."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["threads"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    cfg = config_from_dict(config["run"])
+    device = ray.train.torch.get_device()
+    run = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state, meta = load_adapter(Path(folder) / ADAPTER_FILE)
+            run.restore(state, ContinualState(**meta["continual"]))
+    while run.state.stages_done < run.num_stages:
+        _fault_drill(config, run.state.stages_done + 1, rank)
+        result = run.run_stage()
+        metrics = {k: v for k, v in result.metrics().items() if v == v}  # drop NaN (old accuracy at stage 1)
+        metrics["stages_done"] = result.stage  # ASHA's time unit: 1-based, survives driver restarts
+        if rank == 0:  # log before report: a scheduler may stop the trial at the report
+            merged = _merged_folder(config["save_merged"], run, result.stage)
+            tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, result.stage,
+                               run.accuracy_matrix(), merged)
+            if merged is not None:
+                shutil.rmtree(merged, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as folder:
+            stage_checkpoint = None
+            if rank == 0:
+                save_adapter(run.model.adapter_state(), Path(folder) / ADAPTER_FILE,
+                             {"continual": asdict(run.state), "stage": result.stage})
+                stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{result.stage:02d}")
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+
+def _ddp(world: int, device: torch.device):
+    if world == 1:
+        return lambda model: model
+
+    def wrap(model):
+        # A new DDP wrapper per stage: each task brings new parameters (direction, magnitudes, head rows).
+        ids = [device] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    return wrap
+
+
+def _merged_folder(save_merged: str, run: ContinualRun, stage: int) -> Path | None:
+    if save_merged == "none" or (save_merged == "last" and stage != run.num_stages):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="slora-merged-"))
+    return save_merged_stage(run, folder, stage)
+
+
+def _fault_drill(config: dict, stage: int, rank: int) -> None:
+    """Kill this worker process hard, once per trial, at the start of the given stage (fault-tolerance tests)."""
+    if rank != 0 or config["kill_worker_at_stage"] != stage:
+        return
+    marker = Path(tempfile.gettempdir()) / f"slora-killed-{config['run_id']}"
+    if marker.exists():
+        return
+    marker.write_text(json.dumps({"stage": stage, "pid": os.getpid()}))
+    os.kill(os.getpid(), signal.SIGKILL)

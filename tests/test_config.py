@@ -1,0 +1,85 @@
+"""Bad input fails before any work with one line that names the value and the valid choices (exit code 2)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from slora.overrides import ConfigError, build_config
+from slora.variants import VARIANTS
+from tiny import PYTHON, ROOT
+
+BAD_INPUTS = {
+    "unknown_variant": ({"variant": "slora_xx"}, ["slora_xx", *VARIANTS]),
+    "unknown_benchmark": ({"benchmark": "cifar1000"}, ["cifar1000", "digits"]),
+    "unknown_key": ({"learning_rate": "0.1"}, ["learning_rate", "optim.lr_direction"]),
+    "zero_rank": ({"rank": "0"}, ["adapter.rank=0", "> 0"]),
+    "negative_rank": ({"rank": "-3"}, ["adapter.rank=-3", "> 0"]),
+    "zero_lr_direction": ({"lr_direction": "0"}, ["optim.lr_direction=0", "> 0"]),
+    "negative_lr_magnitude": ({"lr_magnitude": "-1e-3"}, ["optim.lr_magnitude=-0.001", "> 0"]),
+    "zero_lr_head": ({"lr_head": "0.0"}, ["optim.lr_head=0.0", "> 0"]),
+    "missing_checkpoint": ({"backbone.checkpoint": "/nonexistent/vit.safetensors"}, ["/nonexistent/vit.safetensors"]),
+    "bad_semantics": ({"semantics": "both"}, ["both", "official", "paper"]),
+    "bad_rank_type": ({"rank": "ten"}, ["adapter.rank", "ten"]),
+}
+
+
+@pytest.mark.parametrize("overrides, names", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_naming_the_value_and_choices(overrides, names):
+    with pytest.raises(ConfigError) as caught:
+        build_config(dict(overrides))
+    message = str(caught.value)
+    assert "\n" not in message
+    for name in names:
+        assert name in message
+
+
+def test_ambiguous_short_key_lists_the_full_keys():
+    with pytest.raises(ConfigError, match="optim.epochs"):
+        build_config({"epochs": "1", "first_task_epochs": "1", "nonsense.epochs": "2"})
+
+
+def test_overrides_are_typed_and_presets_apply():
+    cfg = build_config(["variant=slora_pp", "rank=6", "semantics=paper", "lr_direction=1e-3"])
+    assert cfg.adapter.rank == 6 and cfg.adapter.normaliser == "product_norm"
+    assert cfg.optim.lr_direction == 1e-3 and cfg.optim.lr_head == 8e-3  # the user's value beats the preset
+
+
+def test_argument_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="key=value"):
+        build_config(["slora"])
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, f"pipelines/{script}", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_run_rejects_an_unknown_variant_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    result = run_script("run.py", "variant=nope", f"out_dir={out}")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "nope" in result.stderr and "slora_pp" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_run_rejects_a_non_positive_learning_rate(tmp_path):
+    result = run_script("run.py", "lr_head=-0.1", f"out_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "optim.lr_head=-0.1" in result.stderr
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
+    missing = tmp_path / "runs" / "merged" / "stage_05"
+    result = run_script("evaluate.py", f"checkpoint={missing}", "benchmark=digits")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and str(missing) in result.stderr
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_evaluate_rejects_an_unknown_key(tmp_path):
+    result = run_script("evaluate.py", f"checkpoint={tmp_path}", "rank=3")
+    assert result.returncode == 2 and "rank" in result.stderr and "class_order_seed" in result.stderr

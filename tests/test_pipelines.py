@@ -1,0 +1,69 @@
+"""End to end: pipelines/run.py on the embedded digits, then pipelines/evaluate.py and pipelines/bench.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pipelines.evaluate import evaluate_checkpoint, run_data_config
+from tiny import PYTHON, ROOT
+
+RESULT_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "accuracy_matrix", "class_order",
+               "config"}
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([PYTHON, f"pipelines/{script}", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits_run")
+    run_script("run.py", "variant=slora_pp", "benchmark=digits", "epochs=1", "class_order_seed=7", "device=cpu",
+               "progress=false", f"out_dir={out}")
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_run_writes_results_with_every_summary_key(digits_run):
+    _, results = digits_run
+    assert RESULT_KEYS <= results.keys()
+    assert len(results["accuracy_matrix"]) == 5 and sorted(results["class_order"]) == list(range(10))
+    assert results["config"]["variant"] == "slora_pp" and results["config"]["data"]["class_order_seed"] == 7
+
+
+@pytest.mark.slow
+def test_run_saves_a_merged_folder_per_stage(digits_run):
+    out, _ = digits_run
+    stages = sorted(p.name for p in (out / "merged").iterdir())
+    assert stages == [f"stage_{k:02d}" for k in range(1, 6)]
+    assert all((out / "merged" / s / "model.safetensors").is_file() for s in stages)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_final_accuracy_exactly(digits_run):
+    out, results = digits_run
+    printed = run_script("evaluate.py", f"checkpoint={out / 'merged' / 'stage_05'}", "benchmark=digits", "device=cpu")
+    assert json.loads(printed.stdout.strip().splitlines()[-1])["accuracy"] == results["final_accuracy"]
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_an_intermediate_stage_with_the_runs_class_order(digits_run):
+    out, results = digits_run
+    folder = out / "merged" / "stage_03"
+    data = run_data_config(folder)
+    assert data.class_order_seed == 7
+    assert evaluate_checkpoint(folder, data, "cpu")["accuracy"] == results["stages"][2]["accuracy"]
+
+
+@pytest.mark.slow
+def test_bench_quick_prints_its_ratios_as_json():
+    printed = run_script("bench.py", "quick=true", timeout=300)
+    figures = json.loads(printed.stdout.strip().splitlines()[-1])
+    for key in ("step_task20_over_task1", "slora_over_lora_step", "merged_over_plain_forward"):
+        assert figures[key] > 0

@@ -1,0 +1,186 @@
+"""The sweep platform: bad input before Ray, then real Ray Tune/Train sweeps on a local cluster with MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.results import pareto_front
+from pipelines.sweeping import SweepConfig, concurrent_trials, parse_sweep_args, prepare
+from search_spaces import available_spaces, load_space
+from slora.overrides import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+# 2 stages of 2 digits classes, one epoch: the smallest real continual sequence.
+SMALL = ["num_tasks=5", "max_train_per_class=20", "max_test_per_class=10", "space.optim.epochs=1"]
+
+
+def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# -- bad input: one-line errors before any Ray work ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["variant=slora_xx"], "valid variants"),
+        (["variant=slora", "benchmark=nope"], "valid benchmarks"),
+        (["variant=slora", "no_such_key=1"], "valid keys"),
+        (["variant=slora", "lr_head=0"], "optim.lr_head=0.0: must be > 0"),
+        (["variant=slora", "space.rank=[0,4]"], "adapter.rank=0: must be > 0"),
+        (["variant=slora", "num_samples=0"], "num_samples=0"),
+        (["variant=slora", "objective=best"], "choose one of accuracy, pareto"),
+    ],
+)
+def test_bad_input_is_rejected_before_ray_starts(args, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+        sweep, run_overrides, space_overrides = parse_sweep_args(args)
+        prepare(sweep, run_overrides, space_overrides)
+
+
+def test_cli_prints_one_line_error_and_exit_code_2(tmp_path):
+    done = run_sweep_cli(["variant=nope"], tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: unknown variant 'nope'")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_tracking_server_is_reported_up_front(tmp_path):
+    done = run_sweep_cli(["variant=slora", "tracking_uri=http://127.0.0.1:9"], tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "tracking_uri=http://127.0.0.1:9 is not reachable" in done.stderr
+
+
+# -- search spaces ------------------------------------------------------------------------------------------------
+def test_every_variant_has_a_space_and_all_searches_the_variant():
+    assert {"seq_lora", "slora", "slora_rr", "slora_kd", "slora_pp", "all"} <= set(available_spaces())
+    assert "variant" in [p.key for p in load_space("all")]
+
+
+def test_space_overrides_replace_choices_or_fix_a_value():
+    params = {p.key: p for p in load_space("slora", {"rank": "[4,8,16]", "optim.epochs": "2"})}
+    assert params["adapter.rank"].kind == "choice" and params["adapter.rank"].args == [4, 8, 16]
+    assert params["optim.epochs"].kind == "value" and params["optim.epochs"].args == 2
+
+
+def test_conditional_parameters_only_sampled_for_their_variants():
+    import optuna
+
+    from search_spaces import DefineByRun
+
+    sampler = DefineByRun(load_space("all", {"variant": "seq_lora"}), {})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    sampler(trial)
+    assert "adapter.kd_threshold" not in trial.params and "optim.lr_magnitude" not in trial.params
+    sampler = DefineByRun(load_space("all", {"variant": "['slora_pp']"}), {})
+    trial = study.ask()
+    sampler(trial)
+    assert "adapter.kd_threshold" in trial.params and "adapter.rank_schedule" in trial.params
+
+
+def test_concurrency_never_oversubscribes_cores():
+    assert concurrent_trials(SweepConfig(), 2) == 2
+    assert concurrent_trials(SweepConfig(workers_per_trial=2), 2) == 1
+
+
+def test_pareto_front_keeps_only_non_dominated_finished_trials():
+    rows = [{"trial": "a", "accuracy": 0.9, "stored_parameters": 100},
+            {"trial": "b", "accuracy": 0.8, "stored_parameters": 50},
+            {"trial": "c", "accuracy": 0.7, "stored_parameters": 80}]
+    assert [r["trial"] for r in pareto_front(rows)] == ["a", "b"]
+
+
+# -- real sweeps ---------------------------------------------------------------------------------------------------
+def mlflow_runs(workdir: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("slora-sweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("slora.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("slora.kind") == "trial"]
+    return client, parents, children
+
+
+@pytest.mark.slow
+def test_sweep_two_trials_two_stages_two_workers(tmp_path):
+    done = run_sweep_cli(["variant=slora", "num_samples=2", "workers_per_trial=2", "num_tasks=2", *SMALL[1:],
+                          "name=e2e", "save_merged=every"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    for child in children:
+        assert "adapter.rank" in child.data.params and "data.benchmark" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "accuracy")
+        steps = [m.step for m in history]
+        assert len(steps) == len(set(steps)), "one metric value per stage"
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= artifacts
+    finished = [c for c in children if c.data.tags.get("slora.status") == "finished"]
+    assert finished, "ASHA keeps at least the best trial to the end"
+    stage_dirs = {a.path for a in client.list_artifacts(finished[0].info.run_id, "merged")}
+    assert stage_dirs == {"merged/stage_01", "merged/stage_02"}
+    table = pq.read_table(tmp_path / "runs" / "e2e" / "results.parquet").to_pandas()
+    assert set(table["stage"]) == {1, 2} and "adapter.rank" in table.columns
+    version = client.get_model_version_by_alias("slora-best", "champion")
+    assert version.run_id in {c.info.run_id for c in finished}
+    assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_finished_stage(tmp_path):
+    common = ["variant=slora", "num_samples=1", "scheduler=none", "num_tasks=3", *SMALL[1:]]
+    killed = run_sweep_cli([*common, "name=killed", "kill_worker_at_stage=2"], tmp_path)
+    assert killed.returncode == 0, killed.stdout[-3000:] + killed.stderr[-3000:]
+    client, _, children = mlflow_runs(tmp_path)
+    (child,) = children
+    history = client.get_metric_history(child.info.run_id, "stage_seconds")
+    assert sorted(m.step for m in history) == [1, 2, 3], "stage 1 was not trained again after the kill"
+    killed_final = {k: client.get_metric_history(child.info.run_id, k)[-1].value
+                    for k in ("accuracy", "forgetting")}
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    clean = run_sweep_cli([*common, "name=clean"], clean_dir)
+    assert clean.returncode == 0
+    client, _, (clean_child,) = mlflow_runs(clean_dir)
+    clean_final = {k: client.get_metric_history(clean_child.info.run_id, k)[-1].value
+                   for k in ("accuracy", "forgetting")}
+    assert killed_final == clean_final
+
+
+@pytest.mark.slow
+def test_nan_trial_fails_alone_and_the_sweep_finishes(tmp_path):
+    done = run_sweep_cli(["variant=slora", "num_samples=1", "num_tasks=5", *SMALL[1:], "name=nan",
+                          "space.optim.lr_head=1e38", "max_failures=0"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, parents, children = mlflow_runs(tmp_path)
+    assert children[0].info.status == "FAILED"
+    assert parents[0].info.status == "FINISHED"
+    assert (tmp_path / "runs" / "nan" / "results.parquet").exists()
+
+
+@pytest.mark.slow
+def test_resume_runs_no_finished_trial_again(tmp_path):
+    common = ["variant=slora", "num_tasks=5", *SMALL[1:], "name=resumable", "scheduler=none",
+              "max_concurrent_trials=1"]
+    first = run_sweep_cli([*common, "num_samples=1"], tmp_path)
+    assert first.returncode == 0
+    state = json.loads((tmp_path / "runs" / "resumable" / "sweep.json").read_text())
+    again = run_sweep_cli([*common, "num_samples=1", "resume=true"], tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.run_id == state["parent_run_id"]
+    assert len(children) == 1
+    history = client.get_metric_history(children[0].info.run_id, "stage_seconds")
+    assert len(history) == 5, "the finished trial was not trained again"
