@@ -62,6 +62,14 @@ def create_backbone(cfg: BackboneConfig, image_size: int, in_chans: int, seed: i
 
 
 def _from_checkpoint(cfg: BackboneConfig, image_size: int, in_chans: int) -> nn.Module:
+    if cfg.checkpoint.startswith("hf-hub:"):
+        try:  # any timm ViT on the Hugging Face hub (or in its local cache)
+            return timm.create_model(cfg.checkpoint, pretrained=True, num_classes=0, img_size=image_size)
+        except Exception as err:
+            raise BackboneError(
+                f"backbone.checkpoint={cfg.checkpoint}: could not be loaded ({type(err).__name__}); without a "
+                f"reachable hub, give a safetensors file or a timm local-dir folder instead"
+            ) from err
     path = Path(cfg.checkpoint.removeprefix("local-dir:")).expanduser()
     if not path.exists():
         raise BackboneError(

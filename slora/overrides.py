@@ -175,7 +175,7 @@ def validate(cfg: RunConfig) -> None:
     bad = [t for t in cfg.adapter.targets if t not in ("q", "k", "v")]
     if bad or not cfg.adapter.targets:
         raise ConfigError(f"adapter.targets={cfg.adapter.targets!r}: choose among q, k, v")
-    if cfg.backbone.checkpoint and not Path(cfg.backbone.checkpoint.removeprefix("local-dir:")).expanduser().exists():
+    if cfg.backbone.checkpoint and not cfg.backbone.checkpoint.startswith("hf-hub:") and not Path(cfg.backbone.checkpoint.removeprefix("local-dir:")).expanduser().exists():
         raise ConfigError(f"backbone.checkpoint={cfg.backbone.checkpoint}: no such file or folder")
 
 

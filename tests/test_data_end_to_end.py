@@ -44,3 +44,10 @@ def test_run_on_an_imagefolder_with_a_local_timm_folder_backbone(tmp_path):
     assert len(results["accuracy_curve"]) == 2
     assert results["class_names"] and set(results["class_names"]) == {f"class{c}" for c in range(4)}
     assert (tmp_path / "run" / "merged" / "stage_02" / "model.safetensors").is_file()
+    evaluated = subprocess.run(
+        [sys.executable, "pipelines/evaluate.py", f"checkpoint={tmp_path / 'run' / 'merged' / 'stage_02'}",
+         f"cache_dir={tmp_path / 'cache'}", "device=cpu"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == results["final_accuracy"]
