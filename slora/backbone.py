@@ -88,6 +88,14 @@ def _from_checkpoint(cfg: BackboneConfig, image_size: int, in_chans: int) -> nn.
         name, args, weights = cfg.name, model_args(cfg, image_size, in_chans), path
     vit = timm.create_model(name, pretrained=False, num_classes=0, **args)
     state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("head.")}
+    if "pos_embed" in state and state["pos_embed"].shape != vit.pos_embed.shape:
+        # A checkpoint trained at another image size: interpolate its position embeddings, as timm does.
+        from timm.layers import resample_abs_pos_embed
+
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], new_size=list(vit.patch_embed.grid_size),
+            num_prefix_tokens=0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens,
+        )
     missing, unexpected = vit.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BackboneError(

@@ -51,3 +51,15 @@ def test_run_on_an_imagefolder_with_a_local_timm_folder_backbone(tmp_path):
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == results["final_accuracy"]
+
+
+def test_a_backbone_folder_saved_at_another_image_size_loads_with_resampled_positions(tmp_path):
+    from slora.backbone import create_backbone
+    from slora.config import BackboneConfig
+
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=24, depth=1, num_heads=2,
+                            in_chans=3, num_classes=0)
+    folder = save_timm_folder(vit, tmp_path / "backbone", (0.0,) * 3, (1.0,) * 3)
+    loaded = create_backbone(BackboneConfig(checkpoint=str(folder)), image_size=24, in_chans=3)
+    assert loaded.pos_embed.shape[1] == 1 + 6 * 6
+    assert loaded.patch_embed.proj.weight.equal(vit.patch_embed.proj.weight)
