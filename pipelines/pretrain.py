@@ -1,16 +1,15 @@
 """Pre-train a small ViT for the development benchmarks: the offline stand-in for a foundation model.
 
-``python pipelines/pretrain.py benchmark=omniglot_background out_dir=runs/pretrain-omniglot [epochs=3 embed_dim=96 ...]``
+``python pipelines/pretrain.py benchmark=omniglot_background out_dir=runs/pretrain-omniglot [epochs=15 embed_dim=96 ...]``
 
-Full fine-tuning of a timm ``vit_tiny_patch16_224`` resized for small images (patch 4, embed 64, depth 4 at
-28x28) with a plain linear head on every class of the benchmark, AdamW and a cosine schedule. The result is a
+Full fine-tuning of a timm ``vit_tiny_patch16_224`` resized for small images (patch 7, embed 96, depth 4 at
+28x28) with a plain linear head on every class of the benchmark, AdamW at a constant rate. The result is a
 timm folder (config.json + model.safetensors) that ``backbone.checkpoint=FOLDER`` loads for benchmark=omniglot,
 whose characters come from alphabets the backbone never saw.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,12 +34,16 @@ class PretrainConfig:
     image_size: int = 0  # 0: the benchmark's default (28 for omniglot)
     out_dir: str = "runs/pretrain-omniglot"
     architecture: str = "vit_tiny_patch16_224"
-    patch_size: int = 4
-    embed_dim: int = 64
+    # Measured on omniglot_background (2-core CPU): patch 7 (16 tokens), embed 96, depth 4, AdamW 2e-3 at a constant
+    # rate learns (train accuracy 17% after 8 epochs), whereas patch 4 / embed 64 with a one-cycle schedule stayed
+    # at chance for 2 epochs.
+    patch_size: int = 7
+    embed_dim: int = 96
     depth: int = 4
-    num_heads: int = 2
-    epochs: int = 3
-    batch_size: int = 128
+    num_heads: int = 4
+    global_pool: str = "avg"
+    epochs: int = 15
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
     augment: str = "none"  # a crop_flip on characters changes their identity; none by default
@@ -73,10 +76,8 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.architecture, pretrained=False, num_classes=num_classes, img_size=size,
                               in_chans=channels, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
-                              num_heads=cfg.num_heads).to(device)
+                              num_heads=cfg.num_heads, global_pool=cfg.global_pool).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(bench.train_labels) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
     log(f"pre-training {cfg.architecture} (img {size}, patch {cfg.patch_size}, embed {cfg.embed_dim}, depth "
         f"{cfg.depth}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {bench.name}: "
         f"{len(bench.train_labels)} images, {num_classes} classes, {cfg.epochs} epochs on {device}")
@@ -91,7 +92,6 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)

@@ -11,20 +11,24 @@ import pyarrow.parquet as pq
 from . import tracking
 
 
-def results_table(uri: str, experiment_id: str, parent: str, num_stages: int, statuses: dict) -> list[dict]:
+def results_table(
+    uri: str, experiment_id: str, parent: str, num_stages: int, statuses: dict
+) -> tuple[list[dict], dict[str, str]]:
     """One row per (trial, stage) from the child runs' full metric histories (Tune keeps only post-restart
-    history, MLflow keeps all). Status: finished / pruned (stopped early by ASHA or interrupted) / failed."""
-    rows = []
+    history, MLflow keeps all), and every child run's status: finished / pruned (stopped early by ASHA or
+    interrupted) / failed. A trial that failed before its first stage has a status and no row."""
+    rows, run_statuses = [], {}
     for run in tracking.child_runs(uri, experiment_id, parent):
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
         stages = tracking.metric_histories(uri, run.info.run_id)
         done = max(stages, default=0)
         status = statuses.get(trial_id) or ("finished" if done >= num_stages else
                                             "failed" if run.info.status == "FAILED" else "pruned")
+        run_statuses[run.info.run_id] = status
         for stage in sorted(stages):
             rows.append({"trial": run.info.run_name, "trial_id": trial_id, "run_id": run.info.run_id,
                          "status": status, "stage": stage, **stages[stage], **run.data.params})
-    return rows
+    return rows, run_statuses
 
 
 def write_table(rows: list[dict], out_dir: Path) -> list[Path]:

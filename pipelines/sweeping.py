@@ -107,6 +107,7 @@ def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
 
 def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print) -> dict:
     cwd = Path.cwd()
+    started = time.perf_counter()
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())
@@ -156,7 +157,14 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                                           failure_config=tune.FailureConfig(max_failures=0)),
             )
         grid = tuner.fit()
-        return _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
+        summary = _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
+        summary["wall_seconds"] = time.perf_counter() - started
+        training = summary.pop("training_seconds")
+        summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(summary["trials"], 1)
+        log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
+            f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary
     finally:
         if not sweep.address:
             ray.shutdown()
@@ -215,14 +223,16 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
         if "trial_id" in metrics:  # Tune adds it to every result; a trial that never reported has none
             done = metrics.get("stages_done", 0)
             statuses[metrics["trial_id"]] = "failed" if result.error else "finished" if done >= num_stages else "pruned"
-    table = results_table(uri, experiment_id, parent, num_stages, statuses)
-    for run_id, status in {(r["run_id"], r["status"]) for r in table}:
+    table, run_statuses = results_table(uri, experiment_id, parent, num_stages, statuses)
+    for run_id, status in run_statuses.items():
         mlflow_status = {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
         tracking.set_status(uri, run_id, mlflow_status, {"slora.status": status})
     files = write_table(table, out_dir)
     finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
-    summary = {"out_dir": str(out_dir), "trials": len({r["run_id"] for r in table}), "finished": len(finished),
-               "results": str(files[0]), "tracking_uri": uri, "parent_run_id": parent}
+    summary = {"out_dir": str(out_dir), "trials": len(run_statuses), "finished": len(finished),
+               "results": str(files[0]), "tracking_uri": uri, "parent_run_id": parent,
+               "training_seconds": sum(r.get("stage_seconds", 0.0) for r in table),
+               "stage_epochs": sum(int(r.get("optim.epochs", 0)) for r in table)}
     if finished:
         best = max(finished, key=lambda r: r["accuracy"])
         summary["best"] = {k: v for k, v in best.items()}

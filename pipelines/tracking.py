@@ -121,6 +121,10 @@ def log_stage(uri: str, run_id: str, metrics: dict, stage: int, accuracy_matrix:
         c.log_artifacts(run_id, str(merged_folder), artifact_path=f"merged/stage_{stage:02d}")
 
 
+def log_dict(uri: str, run_id: str, value: dict, name: str) -> None:
+    client(uri).log_dict(run_id, value, name)
+
+
 def matrix_csv(matrix: list[list[float]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)

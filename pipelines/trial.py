@@ -86,7 +86,12 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as err:  # a failed trial (NaN loss, too many lost workers) is marked so; the sweep goes on
+        tracking.set_status(settings.tracking.tracking_uri, run_id, "FAILED",
+                            {"slora.status": "failed", "slora.error": f"{type(err).__name__}: {err}"[:5000]})
+        raise
 
 
 def train_worker(config: dict) -> None:
@@ -110,6 +115,8 @@ def train_worker(config: dict) -> None:
         result = run.run_stage()
         metrics = {k: v for k, v in result.metrics().items() if v == v}  # drop NaN (old accuracy at stage 1)
         metrics["stages_done"] = result.stage  # ASHA's time unit: 1-based, survives driver restarts
+        if rank == 0 and result.stage == 1:  # which folder / class id each label position is
+            tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
         if rank == 0:  # log before report: a scheduler may stop the trial at the report
             merged = _merged_folder(config["save_merged"], run, result.stage)
             tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, result.stage,
@@ -154,3 +161,9 @@ def _fault_drill(config: dict, stage: int, rank: int) -> None:
         return
     marker.write_text(json.dumps({"stage": stage, "pid": os.getpid()}))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _class_legend(run: ContinualRun) -> dict:
+    bench = run.bench
+    return {"class_order": bench.class_order, "class_names": [bench.class_names[c] for c in bench.class_order],
+            "task_sizes": bench.task_sizes}

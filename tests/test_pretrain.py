@@ -36,7 +36,7 @@ def test_embed_dim_must_divide_into_heads():
 def test_the_saved_folder_loads_as_a_backbone_with_the_same_features(tmp_path):
     cfg = PretrainConfig(benchmark="imagefolder", data_root=str(write_tree(tmp_path / "data")), image_size=16,
                          cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "vit"), embed_dim=24, depth=1,
-                         num_heads=2, epochs=1, batch_size=4)
+                         num_heads=2, patch_size=4, epochs=1, batch_size=4)
     figures = pretrain(cfg, log=lambda *_: None)
     assert 0.0 <= figures["train_accuracy"] <= 1.0
     backbone = create_backbone(BackboneConfig(checkpoint=str(tmp_path / "vit")), image_size=16, in_chans=3)
@@ -48,7 +48,7 @@ def test_the_saved_folder_loads_as_a_backbone_with_the_same_features(tmp_path):
 def test_a_checkpoint_with_other_channels_is_refused(tmp_path):
     cfg = PretrainConfig(benchmark="imagefolder", data_root=str(write_tree(tmp_path / "data")), image_size=16,
                          cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "vit"), embed_dim=24, depth=1,
-                         num_heads=2, epochs=1, batch_size=4)
+                         num_heads=2, patch_size=4, epochs=1, batch_size=4)
     pretrain(cfg, log=lambda *_: None)
     with pytest.raises(ValueError, match="3-channel images, but the benchmark's have 1"):
         create_backbone(BackboneConfig(checkpoint=str(tmp_path / "vit")), image_size=16, in_chans=1)

@@ -126,7 +126,7 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
         steps = [m.step for m in history]
         assert len(steps) == len(set(steps)), "one metric value per stage"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= artifacts
+        assert {"accuracy_matrix.png", "accuracy_matrix.csv", "classes.json"} <= artifacts
     finished = [c for c in children if c.data.tags.get("slora.status") == "finished"]
     assert finished, "ASHA keeps at least the best trial to the end"
     stage_dirs = {a.path for a in client.list_artifacts(finished[0].info.run_id, "merged")}
@@ -136,6 +136,8 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
     version = client.get_model_version_by_alias("slora-best", "champion")
     assert version.run_id in {c.info.run_id for c in finished}
     assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout
+    summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["platform_overhead_per_trial_seconds"] > 0
 
 
 @pytest.mark.slow
@@ -171,16 +173,38 @@ def test_nan_trial_fails_alone_and_the_sweep_finishes(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_runs_no_finished_trial_again(tmp_path):
-    common = ["variant=slora", "num_tasks=5", *SMALL[1:], "name=resumable", "scheduler=none",
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    import signal
+    import time
+
+    common = ["variant=slora", "num_samples=3", "num_tasks=5", *SMALL[1:], "name=resumable", "scheduler=none",
               "max_concurrent_trials=1"]
-    first = run_sweep_cli([*common, "num_samples=1"], tmp_path)
-    assert first.returncode == 0
-    state = json.loads((tmp_path / "runs" / "resumable" / "sweep.json").read_text())
-    again = run_sweep_cli([*common, "num_samples=1", "resume=true"], tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "sweep.py"), *common], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:  # interrupt once the first trial has finished all 5 stages
+            time.sleep(2)
+            # sweep.json is written once the sweep made the database: reading earlier would race its schema
+            if (tmp_path / "runs" / "resumable" / "sweep.json").exists():
+                client, _, children = mlflow_runs(tmp_path)
+                if any(len(client.get_metric_history(c.info.run_id, "stage_seconds")) == 5 for c in children):
+                    break
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    client, _, children = mlflow_runs(tmp_path)
+    done_before = {c.info.run_id for c in children
+                   if len(client.get_metric_history(c.info.run_id, "stage_seconds")) == 5}
+    assert 1 <= len(done_before) < 3, "the sweep was interrupted after its first trial, before its last"
+    again = run_sweep_cli([*common, "resume=true"], tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     client, parents, children = mlflow_runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.run_id == state["parent_run_id"]
-    assert len(children) == 1
-    history = client.get_metric_history(children[0].info.run_id, "stage_seconds")
-    assert len(history) == 5, "the finished trial was not trained again"
+    assert len(parents) == 1 and len(children) == 3
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "stage_seconds")]
+        assert sorted(steps) == [1, 2, 3, 4, 5], "every stage trained exactly once, across the interruption"
+        assert child.data.tags.get("slora.status") == "finished"
