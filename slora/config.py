@@ -138,7 +138,7 @@ def _adam(lr: float, batch_size: int, epochs: int) -> dict[str, object]:
 BENCHMARK_PRESETS: dict[str, dict[str, object]] = {
     "digits": _adam(3e-3, batch_size=32, epochs=8),
     # A small ViT pre-trained on omniglot_background (pipelines/pretrain.py, backbone.checkpoint=FOLDER).
-    "omniglot": _adam(3e-3, batch_size=64, epochs=5),
+    "omniglot": _adam(3e-3, batch_size=32, epochs=20),  # 150 images a task: 5 epochs were 15 steps, too few
     "omniglot_background": _adam(3e-3, batch_size=64, epochs=5),
     # SD-LoRA.md §4: the official json configs. sdlora_inr.json: 1e-2, milestone 10000 (constant), 20 epochs.
     "imagenet_r_5": _official(1e-2, 20),

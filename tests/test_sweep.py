@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["num_tasks=5", "max_train_per_class=20", "max_test_per_class=10", "space.optim.epochs=1"]
 
 
-def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
