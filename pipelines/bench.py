@@ -1,5 +1,5 @@
 """Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
-``python pipelines/bench.py [quick=true] [reps=N]``.
+``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path.
 
 - train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
   the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
@@ -184,6 +184,10 @@ def report(figures: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["data"]:
+        from pipelines.bench_data import main as data_main
+
+        return data_main(argv[1:])
     options = {"quick": "false", "reps": ""}
     for arg in argv:
         key, _, value = arg.removeprefix("--").partition("=")

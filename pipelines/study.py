@@ -28,12 +28,13 @@ def main(argv: list[str]) -> int:
         seeds = int(overrides.pop("seeds", 3))
         variants = overrides.pop("variants", ",".join(VARIANTS)).split(",")
         out_dir = Path(overrides.pop("out_dir", "runs/study")).resolve()
+        semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
         configs = [
             (variant, semantics, seed, build_config({**overrides, "variant": variant, "semantics": semantics,
                                                      "seed": str(seed), "progress": "false", "save_merged": "none",
                                                      "class_order_seed": str(DEFAULT_CLASS_ORDER_SEED + seed),
                                                      "out_dir": str(out_dir / f"{variant}-{semantics}-{seed}")}))
-            for semantics in ("official", "paper") for variant in variants for seed in range(seeds)
+            for semantics in semantics_list for variant in variants for seed in range(seeds)
         ]
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
                      "forgetting": results["forgetting"], "stored_parameters": results["stored_parameters"]})
         print(f"{variant:>9} {semantics:>8} seed {seed}: acc {results['final_accuracy']:.2%} "
               f"AAA {results['average_incremental_accuracy']:.2%} forgetting {results['forgetting']:.2%}", flush=True)
-    pq.write_table(pa.Table.from_pylist(rows), out_dir / "study.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), out_dir / f"study-{'-'.join(semantics_list)}.parquet")
     print(markdown_table(rows))
     return 0
 

@@ -24,6 +24,8 @@ from .results import pareto_front, results_table, write_table
 from .trial import TrialSettings, trial_driver
 
 SPACE_PREFIX = "space."
+S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
+          "MLFLOW_S3_IGNORE_TLS")
 
 
 @dataclass
@@ -154,7 +156,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                 trainable,
                 tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log),
                 run_config=tune.RunConfig(name=name, storage_path=storage,
-                                          failure_config=tune.FailureConfig(max_failures=0)),
+                                          # a trial driver lost with its node restarts; its trainer resumes
+                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
             )
         grid = tuner.fit()
         summary = _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
@@ -203,8 +206,16 @@ def _init_ray(address: str) -> None:
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
            "RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})
-    ray.init(address=address or None, include_dashboard=False if not address else None,
-             runtime_env={"env_vars": {k: os.environ[k] for k in env}}, log_to_driver=True,
+    # s3:// storage_path and MLflow artifacts on S3: the endpoint and region given to the driver reach every trial
+    # (credentials come from the nodes: an instance profile on AWS, or the environment `ray start` ran in).
+    # Inside a Ray Job the job's own env_vars already reach every worker, and naming one again is an error.
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    env_vars = {k: os.environ[k] for k in (*env, *S3_ENV) if k in os.environ and k not in job.get("env_vars", {})}
+    # "local": always a fresh instance; a bare ray.init() would join any cluster `ray start` left on this machine.
+    # A Ray Job (`ray job submit`, README "On a GPU cluster") names its own cluster in RAY_ADDRESS.
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
+             runtime_env={"env_vars": env_vars}, log_to_driver=True,
              ignore_reinit_error=True)
 
 

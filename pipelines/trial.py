@@ -27,6 +27,7 @@ from slora.runner import save_merged_stage
 from . import tracking
 
 ADAPTER_FILE = "adapter.safetensors"
+NODE_TAG = "ray_node_id"
 
 
 @dataclass
@@ -96,6 +97,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
 
 def train_worker(config: dict) -> None:
     """One DDP rank of a trial: restore the last committed stage, then train, log, report stage by stage."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -105,6 +107,9 @@ def train_worker(config: dict) -> None:
     cfg = config_from_dict(config["run"])
     device = ray.train.torch.get_device()
     run = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
+    if rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
+        tracking.client(config["tracking_uri"]).set_tag(config["run_id"], NODE_TAG,
+                                                         ray.get_runtime_context().get_node_id())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
