@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import tempfile
 import time
@@ -195,7 +194,3 @@ def log_parent_files(uri: str, run_id: str, files: list[Path]) -> None:
     c = client(uri)
     for f in files:
         c.log_artifact(run_id, str(f))
-
-
-def dump_json(value) -> str:
-    return json.dumps(value, default=str)
