@@ -4,10 +4,13 @@
 
 Seed s sets both the training seed and the class order (class_order_seed = the benchmark's default + s). Each
 run writes its own folder under ``out_dir`` (default runs/study); the table goes to stdout and study.parquet.
+A run whose folder already holds a results.json with the same resolved config is reused, not trained again, so an
+interrupted study picks up where it stopped and adding seeds only trains the new ones.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -15,7 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from slora.overrides import ConfigError, build_config, split_overrides
+from slora.config import RunConfig
+from slora.overrides import ConfigError, build_config, config_from_dict, split_overrides
 from slora.runner import run_continual
 from slora.variants import VARIANTS
 
@@ -41,16 +45,33 @@ def main(argv: list[str]) -> int:
         return 2
     rows = []
     for variant, semantics, seed, cfg in configs:
-        results = run_continual(cfg, log=lambda *_: None)
+        results = finished_results(cfg)
+        reused = results is not None
+        if not reused:
+            results = run_continual(cfg, log=lambda *_: None)
         rows.append({"variant": variant, "semantics": semantics, "seed": seed,
                      "final_accuracy": results["final_accuracy"],
                      "average_incremental_accuracy": results["average_incremental_accuracy"],
                      "forgetting": results["forgetting"], "stored_parameters": results["stored_parameters"]})
         print(f"{variant:>9} {semantics:>8} seed {seed}: acc {results['final_accuracy']:.2%} "
-              f"AAA {results['average_incremental_accuracy']:.2%} forgetting {results['forgetting']:.2%}", flush=True)
+              f"AAA {results['average_incremental_accuracy']:.2%} forgetting {results['forgetting']:.2%}"
+              f"{' (reused)' if reused else ''}", flush=True)
     pq.write_table(pa.Table.from_pylist(rows), out_dir / f"study-{'-'.join(semantics_list)}.parquet")
     print(markdown_table(rows))
     return 0
+
+
+def finished_results(cfg: RunConfig) -> dict | None:
+    """The results.json already in the run's folder, if it was produced by exactly this config."""
+    path = Path(cfg.out_dir) / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    try:  # a key added since the run was made takes its default, which reproduces the old behaviour
+        same = config_from_dict(results.get("config", {})) == cfg
+    except ConfigError:
+        return None
+    return results if same else None
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -46,6 +46,7 @@ class OptimConfig:
     momentum: float = 0.9
     epochs: int = 20
     first_task_epochs: int = 0  # 0: same as epochs (the official init_epoch)
+    first_task_lr_scale: float = 1.0  # task 0 trains at lr_* x this (the official init_lr / lrate ratio)
     milestones: tuple[int, ...] = ()
     lr_decay: float = 0.1
     batch_size: int = 128
@@ -144,9 +145,8 @@ BENCHMARK_PRESETS: dict[str, dict[str, object]] = {
     "imagenet_r_5": _official(1e-2, 20),
     "imagenet_r_10": _official(1e-2, 20),
     "imagenet_r_20": _official(1e-2, 20),
-    # sdlora_ina.json: 1e-2 on task 0 but 5e-3 on later tasks; OptimConfig has one lr for all tasks, so this
-    # preset takes task 0's (set optim.lr_*=5e-3 for the later tasks' rate throughout).
-    "imagenet_a": _official(1e-2, 20, milestones=(10, 15), lr_decay=0.05),
+    # sdlora_ina.json: init_lr 1e-2 on task 0, lrate 5e-3 on later tasks.
+    "imagenet_a": {**_official(5e-3, 20, milestones=(10, 15), lr_decay=0.05), "optim.first_task_lr_scale": 2.0},
     "cifar100": _official(8e-3, 20),  # sdlora_c100.json: milestones never reached, i.e. constant
     "domainnet": _official(2e-2, 10, milestones=(4, 6, 8), lr_decay=0.005),  # sdlora_dom.json
     "cub": _official(1e-2, 20),  # no official json for CUB: ImageNet-R's settings

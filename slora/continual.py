@@ -99,7 +99,8 @@ class ContinualRun:
         optim = self.cfg.optim
         epochs = optim.first_task_epochs if stage == 0 and optim.first_task_epochs else optim.epochs
         forward = self.wrap(self.model)
-        optimizer, scheduler = build_optimizer(self.model, optim, epochs)
+        lr_scale = optim.first_task_lr_scale if stage == 0 else 1.0
+        optimizer, scheduler = build_optimizer(self.model, optim, epochs, lr_scale)
         images, labels = self.bench.train_split(stage)
         loss = math.nan
         for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}", self.cfg.progress and self.rank == 0):

@@ -156,6 +156,7 @@ def validate(cfg: RunConfig) -> None:
         "optim.lr_direction": cfg.optim.lr_direction,
         "optim.lr_magnitude": cfg.optim.lr_magnitude,
         "optim.lr_head": cfg.optim.lr_head,
+        "optim.first_task_lr_scale": cfg.optim.first_task_lr_scale,
         "optim.epochs": cfg.optim.epochs,
         "optim.batch_size": cfg.optim.batch_size,
     }

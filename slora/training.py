@@ -16,18 +16,19 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def build_optimizer(model: SLoRAViT, optim: OptimConfig, epochs: int):
-    """Separate parameter groups: the current direction, the magnitudes and the head each have a learning rate.
+def build_optimizer(model: SLoRAViT, optim: OptimConfig, epochs: int, lr_scale: float = 1.0):
+    """Separate parameter groups: the current direction, the magnitudes and the head each have a learning rate
+    (times ``lr_scale``, which the first task uses for the official init_lr).
 
     The whole head is optimised: old rows get exactly zero gradient from the sliced loss and there is no weight
     decay, so with SGD+momentum or Adam they do not move (as in the official code).
     """
     groups = [
-        {"params": list(model.directions.parameters()), "lr": optim.lr_direction, "name": "directions"},
-        {"params": list(model.head.parameters()), "lr": optim.lr_head, "name": "head"},
+        {"params": list(model.directions.parameters()), "lr": optim.lr_direction * lr_scale, "name": "directions"},
+        {"params": list(model.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"},
     ]
     if model.magnitudes.requires_grad:
-        groups.append({"params": [model.magnitudes], "lr": optim.lr_magnitude, "name": "magnitudes"})
+        groups.append({"params": [model.magnitudes], "lr": optim.lr_magnitude * lr_scale, "name": "magnitudes"})
     groups = [g for g in groups if g["params"]]
     if optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=0.0)

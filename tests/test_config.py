@@ -19,6 +19,7 @@ BAD_INPUTS = {
     "zero_lr_direction": ({"lr_direction": "0"}, ["optim.lr_direction=0", "> 0"]),
     "negative_lr_magnitude": ({"lr_magnitude": "-1e-3"}, ["optim.lr_magnitude=-0.001", "> 0"]),
     "zero_lr_head": ({"lr_head": "0.0"}, ["optim.lr_head=0.0", "> 0"]),
+    "zero_first_task_lr_scale": ({"first_task_lr_scale": "0"}, ["optim.first_task_lr_scale=0", "> 0"]),
     "missing_checkpoint": ({"backbone.checkpoint": "/nonexistent/vit.safetensors"}, ["/nonexistent/vit.safetensors"]),
     "bad_semantics": ({"semantics": "both"}, ["both", "official", "paper"]),
     "bad_rank_type": ({"rank": "ten"}, ["adapter.rank", "ten"]),
@@ -83,3 +84,19 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
 def test_evaluate_rejects_an_unknown_key(tmp_path):
     result = run_script("evaluate.py", f"checkpoint={tmp_path}", "rank=3")
     assert result.returncode == 2 and "rank" in result.stderr and "class_order_seed" in result.stderr
+
+
+def test_first_task_lr_scale_changes_only_the_first_tasks_rate():
+    """ImageNet-A's official init_lr 1e-2 then lrate 5e-3: lr 5e-3 x2 on task 0 equals lr 1e-2 there, not later."""
+    from slora.continual import ContinualRun
+    from slora.data import load_benchmark
+
+    common = ["benchmark=digits", "num_tasks=2", "epochs=1", "max_train_per_class=8", "device=cpu", "progress=false"]
+    scaled = build_config([*common, "lr_direction=5e-3", "lr_magnitude=5e-3", "lr_head=5e-3", "first_task_lr_scale=2"])
+    plain = build_config([*common, "lr_direction=1e-2", "lr_magnitude=1e-2", "lr_head=1e-2"])
+    assert build_config(["benchmark=imagenet_a"]).optim.first_task_lr_scale == 2.0
+    runs = [ContinualRun(cfg, load_benchmark(cfg.data)) for cfg in (scaled, plain)]
+    first = [run.run_stage() for run in runs]
+    assert first[0].train_loss == first[1].train_loss and first[0].accuracy == first[1].accuracy
+    second = [run.run_stage() for run in runs]
+    assert second[0].train_loss != second[1].train_loss

@@ -13,6 +13,7 @@ from PIL import Image
 
 from slora.config import DataConfig
 from slora.data import load_benchmark
+from slora.data.paper import FOLDER_BENCHMARKS, scan_lists_or_tree
 from slora.overrides import build_config
 
 
@@ -91,6 +92,61 @@ def test_domainnet_is_5_tasks_of_69(tmp_path):
     assert bench.class_order == permutation(345, 1993)
 
 
+def write_split_lists(root: Path, num_classes: int, domains=("clipart", "sketch")) -> Path:
+    """DomainNet's release layout: <domain>/<class>/<file> images and <domain>_{train,test}.txt lists."""
+    for domain in domains:
+        for split in ("train", "test"):
+            lines = []
+            for c in range(num_classes):
+                image = Path(domain) / f"class_{c:03d}" / f"{domain}_{c:03d}_{split}.png"
+                (root / image).parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (9, 12), (c % 256, len(domain), 0)).save(root / image)
+                lines.append(f"{image} {c}")
+            (root / f"{domain}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_domainnet_reads_the_split_lists_of_every_domain(tmp_path):
+    root = write_split_lists(tmp_path / "domainnet", 345)
+    bench = load_benchmark(DataConfig(benchmark="domainnet", data_root=str(root), image_size=8,
+                                      cache_dir=str(tmp_path / "cache")))
+    assert bench.task_sizes == [69] * 5 and bench.class_order == permutation(345, 1993)
+    assert len(bench.train_labels) == len(bench.test_labels) == 2 * 345  # both domains' lists, concatenated
+    assert bench.class_names[7] == "class_007"
+    # Labels are remapped to positions in the class order: class c sits at order.index(c).
+    order = bench.class_order
+    assert sorted(bench.train_labels.tolist()) == sorted(2 * [order.index(c) for c in range(345)])
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda root: (root / "sketch_test.txt").unlink(), "missing sketch_test.txt"),
+    (lambda root: (root / "clipart_train.txt").write_text("clipart/class_000/clipart_000_train.png\n"),
+     r"clipart_train.txt:1: .* is not '<domain>/<class>/<file> <label>'"),
+    (lambda root: (root / "clipart" / "class_001" / "clipart_001_test.png").unlink(), "clipart_001_test.png does not exist"),
+    (lambda root: (root / "sketch_train.txt").write_text("clipart/class_001/clipart_001_train.png 0\n"),
+     "label 0 is class 'class_000' elsewhere but 'class_001' here"),
+    (lambda root: (root / "clipart_test.txt").write_text(""), None),  # sketch_test.txt still covers every class
+])
+def test_bad_split_lists_name_the_file_and_line(tmp_path, corrupt, match):
+    root = write_split_lists(tmp_path / "d", 3)
+    corrupt(root)
+    spec = FOLDER_BENCHMARKS["domainnet"]
+    if match is None:
+        names, splits = scan_lists_or_tree(root, spec.__class__(**{**spec.__dict__, "num_classes": 3}))
+        assert names == ["class_000", "class_001", "class_002"] and len(splits["test"].files) == 3
+        return
+    with pytest.raises(ValueError, match=match):
+        load_benchmark(DataConfig(benchmark="domainnet", data_root=str(root), cache_dir=str(tmp_path / "c")))
+
+
+def test_domainnet_with_neither_lists_nor_tree_names_both_layouts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError) as info:
+        load_benchmark(DataConfig(benchmark="domainnet", data_root=str(tmp_path / "empty")))
+    message = str(info.value)
+    assert "_train.txt" in message and "train/<class>" in message and "M3SDA" in message
+
+
 def test_a_tree_with_the_wrong_class_count_is_refused(tmp_path):
     root = write_classes(tmp_path / "r", 3)
     with pytest.raises(ValueError, match="3 class folders, but benchmark=imagenet_r_10 has 200"):
@@ -106,7 +162,8 @@ def test_missing_imagenet_r_names_the_path_and_where_the_data_comes_from(tmp_pat
 
 def test_paper_presets_carry_the_official_optimiser_and_backbone():
     cfg = build_config(["benchmark=imagenet_a"])
-    assert (cfg.optim.optimizer, cfg.optim.lr_direction, cfg.optim.batch_size) == ("sgd", 1e-2, 128)
+    assert (cfg.optim.optimizer, cfg.optim.lr_direction, cfg.optim.batch_size) == ("sgd", 5e-3, 128)
+    assert cfg.optim.first_task_lr_scale == 2.0  # init_lr 1e-2 on task 0
     assert (cfg.optim.milestones, cfg.optim.lr_decay, cfg.optim.epochs) == ((10, 15), 0.05, 20)
     assert cfg.backbone.name == "vit_base_patch16_224.augreg2_in21k_ft_in1k" and cfg.backbone.pretrained
     assert (cfg.backbone.embed_dim, cfg.backbone.depth, cfg.backbone.patch_size) == (0, 0, 0)

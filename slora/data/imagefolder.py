@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,9 +47,12 @@ IMAGEFOLDER = FolderSpec(name="imagefolder", num_tasks=0, num_classes=0,
                          source="your own images, one folder per class")
 
 
-def load_imagefolder(cfg: DataConfig, spec: FolderSpec = IMAGEFOLDER) -> Benchmark:
+def load_imagefolder(cfg: DataConfig, spec: FolderSpec = IMAGEFOLDER,
+                     scan: Callable[[Path, FolderSpec], tuple[list[str], dict[str, FolderSplit]]] | None = None
+                     ) -> Benchmark:
+    """``scan`` lists the files and labels of each split (default: the ImageFolder tree)."""
     root = resolve_root(cfg, spec)
-    class_names, splits = scan_tree(root, spec)
+    class_names, splits = (scan or scan_tree)(root, spec)
     size = cfg.image_size or spec.image_size
     arrays = {}
     for split, listing in splits.items():

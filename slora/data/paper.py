@@ -1,7 +1,8 @@
 """The paper's benchmarks (SD-LoRA.md §4, §8), read from local files in the layout the official code expects.
 
-ImageNet-R, ImageNet-A, DomainNet and CUB are ImageFolder trees ``train/<class>/`` and ``test/<class>/``;
-CIFAR-100 is the standard ``cifar-100-python`` pickles. Nothing downloads: a missing dataset is a one-line
+ImageNet-R, ImageNet-A and CUB are ImageFolder trees ``train/<class>/`` and ``test/<class>/``; DomainNet is its
+own ``<domain>_{train,test}.txt`` split lists (the InfLoRA/CODA-Prompt protocol) or such a tree; CIFAR-100 is the
+standard ``cifar-100-python`` pickles. Nothing downloads: a missing dataset is a one-line
 error naming the path, the layout and where the data comes from.
 """
 
@@ -22,7 +23,8 @@ from ..config import DataConfig
 from .benchmark import Benchmark
 from .cache import CacheKey, cache_root, fingerprint, load_or_build
 from .decode import TEST_RESIZE_RATIO, resize_shorter_center_crop
-from .imagefolder import FolderSpec, load_imagefolder, make_benchmark
+from .imagefolder import LAYOUT, FolderSpec, FolderSplit, load_imagefolder, make_benchmark, scan_tree
+from .split_lists import LIST_LAYOUT, has_split_lists, scan_split_lists
 
 PILOT_SPLITS = "the pre-split archives used by ADAM/LAMDA-PILOT (SD-LoRA issue #7)"
 
@@ -39,8 +41,8 @@ FOLDER_BENCHMARKS = {
         FolderSpec("imagenet_a", "data/imagenet-a", num_tasks=10, seed=1993, num_classes=200,
                    source=f"ImageNet-A (Hendrycks et al.), {PILOT_SPLITS}"),
         FolderSpec("domainnet", "data/domainnet", num_tasks=5, seed=1993, num_classes=345,
-                   source="DomainNet (ai.bu.edu/M3SDA), arranged into class folders from the InfLoRA/CODA-Prompt "
-                          "train/test split lists"),
+                   source="DomainNet (ai.bu.edu/M3SDA): the six domain folders with their <domain>_train.txt and "
+                          "<domain>_test.txt split lists"),
         FolderSpec("cub", "data/cub", num_tasks=10, seed=1993, num_classes=200,
                    source=f"CUB-200-2011 (Caltech), {PILOT_SPLITS}"),
     )
@@ -52,7 +54,18 @@ CIFAR_LAYOUT = "DATA_ROOT/cifar-100-python/{train,test,meta} (or those three fil
 
 
 def folder_loader(name: str):
-    return partial(load_imagefolder, spec=FOLDER_BENCHMARKS[name])
+    scan = scan_lists_or_tree if name == "domainnet" else None
+    return partial(load_imagefolder, spec=FOLDER_BENCHMARKS[name], scan=scan)
+
+
+def scan_lists_or_tree(root: Path, spec: FolderSpec) -> tuple[list[str], dict[str, FolderSplit]]:
+    """DomainNet's split lists when DATA_ROOT has them and no train/ tree, else the ImageFolder tree."""
+    if (root / "train").is_dir():
+        return scan_tree(root, spec)
+    if has_split_lists(root):
+        return scan_split_lists(root, spec)
+    raise ValueError(f"{root}: neither split lists nor a train/ folder; benchmark={spec.name} expects {LIST_LAYOUT} "
+                     f"(or {LAYOUT}); the data comes from {spec.source}")
 
 
 # -- CIFAR-100 -----------------------------------------------------------------------------------------------------
