@@ -67,3 +67,17 @@ def test_bench_quick_prints_its_ratios_as_json():
     figures = json.loads(printed.stdout.strip().splitlines()[-1])
     for key in ("step_task20_over_task1", "slora_over_lora_step", "merged_over_plain_forward"):
         assert figures[key] > 0
+
+
+def test_study_reuses_a_finished_run_only_when_its_config_matches(tmp_path, capsys):
+    from pipelines.study import main as study
+
+    args = ["benchmark=digits", "variants=slora", "seeds=1", "semantics=official", "epochs=1", "num_tasks=2",
+            "max_train_per_class=8", "device=cpu", f"out_dir={tmp_path}"]
+    assert study(args) == 0
+    results = tmp_path / "slora-official-0" / "results.json"
+    written = results.stat().st_mtime_ns
+    assert study(args) == 0
+    assert "(reused)" in capsys.readouterr().out and results.stat().st_mtime_ns == written
+    assert study([*args[:-1], "rank=4", f"out_dir={tmp_path}"]) == 0  # another config: trained again
+    assert "(reused)" not in capsys.readouterr().out.splitlines()[0] and results.stat().st_mtime_ns != written
