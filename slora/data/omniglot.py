@@ -73,9 +73,14 @@ def load(cfg: DataConfig, spec: OmniglotSpec) -> Benchmark:
 
 def _downsample(out: np.ndarray, path: Path, characters: int, drawers: slice, size: int) -> None:
     with np.load(path) as data:
-        images = data["images"][:characters, drawers]  # bool, True = paper
-    if images.ndim != 4 or images.shape[2:] != (105, 105):
-        raise ValueError(f"{path}: images have shape {images.shape}, expected (chars, 20, 105, 105)")
+        if "images" not in data:
+            raise ValueError(f"{path}: no 'images' array (has {', '.join(data.files) or 'nothing'}); expected "
+                             f"images bool (chars, 20, 105, 105)")
+        images = data["images"]
+    if images.ndim != 4 or images.shape[1:] != (20, 105, 105) or len(images) < characters:
+        raise ValueError(f"{path}: images have shape {images.shape}, expected ({characters} or more chars, 20, 105, "
+                         f"105)")
+    images = images[:characters, drawers]  # bool, True = paper
     ink = (~images).reshape(-1, 105, 105).astype(np.uint8) * 255  # ink bright, paper dark
     for i, drawing in enumerate(ink):
         out[i, 0] = np.asarray(Image.fromarray(drawing).resize((size, size), Image.BOX))
