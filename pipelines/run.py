@@ -10,11 +10,10 @@ from slora.runner import run_continual
 
 def main(argv: list[str]) -> int:
     try:
-        cfg = build_config(argv)
+        run_continual(build_config(argv))  # data and backbone errors are ConfigErrors too, raised before training
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_continual(cfg)
     return 0
 
 

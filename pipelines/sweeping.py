@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from search_spaces import DefineByRun, constants, load_space
-from slora.data import load_benchmark
 from slora.overrides import ConfigError, build_config, flat_config, parse_value, split_overrides
 from slora.report import stage_table
+from slora.runner import start_run
 from slora.variants import get_variant
 
 from . import tracking
@@ -93,15 +93,15 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
 
 
 def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict):
-    """Everything checkable before Ray: the base config, the space (every choice parses), the data."""
+    """Everything checkable before Ray: the base config, the space (every choice parses), the data and the
+    backbone's weights (a missing dataset or unreachable hub fails here once, not in every trial)."""
     base = build_config(dict(run_overrides))
     params = load_space(sweep.variant, space_overrides)
     for p in params:  # each fixed value and first choice must make a valid trial config
         if p.kind in ("choice", "value"):
             first = p.args[0] if p.kind == "choice" else p.args
             build_config({**run_overrides, p.key: first})
-    bench = load_benchmark(base.data)  # a missing or malformed dataset fails here, not in a trial
-    stages = 1 if get_variant(base.variant).joint else bench.num_tasks
+    stages = start_run(replace(base, device="cpu")).num_stages  # joint: one stage
     return base, params, stages
 
 

@@ -13,7 +13,7 @@ from .config import RunConfig
 from .continual import ContinualRun
 from .data import load_benchmark
 from .export import save_timm_folder
-from .overrides import config_dict
+from .overrides import ConfigError, config_dict
 from .report import stage_table
 
 
@@ -31,9 +31,9 @@ def default_out_dir(cfg: RunConfig) -> Path:
 def run_continual(cfg: RunConfig, log=print) -> dict:
     """Run every stage, save the merged model of each (or the last) stage, write results.json; return it."""
     out_dir = Path(cfg.out_dir or default_out_dir(cfg)).resolve()
+    run = start_run(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench = load_benchmark(cfg.data)
-    run = ContinualRun(cfg, bench, device=resolve_device(cfg.device))
+    bench = run.bench
     log(f"{cfg.variant} on {bench.name}: {run.num_stages} stages, classes per task {run.bench.task_sizes}, "
         f"backbone {cfg.backbone.name}; writing to {out_dir}")
     while run.state.stages_done < run.num_stages:
@@ -47,6 +47,15 @@ def run_continual(cfg: RunConfig, log=print) -> dict:
     log(f"final accuracy {results['final_accuracy']:.2%}  AAA {results['average_incremental_accuracy']:.2%}  "
         f"forgetting {results['forgetting']:.2%}  -> {out_dir / 'results.json'}")
     return results
+
+
+def start_run(cfg: RunConfig) -> ContinualRun:
+    """Data and backbone, before any training: their errors (a missing dataset, unreachable weights) name the
+    value and the fix, so they surface as ConfigError, one line, like a bad key."""
+    try:
+        return ContinualRun(cfg, load_benchmark(cfg.data), device=resolve_device(cfg.device))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:

@@ -100,3 +100,12 @@ def test_first_task_lr_scale_changes_only_the_first_tasks_rate():
     assert first[0].train_loss == first[1].train_loss and first[0].accuracy == first[1].accuracy
     second = [run.run_stage() for run in runs]
     assert second[0].train_loss != second[1].train_loss
+
+
+def test_run_reports_a_missing_dataset_as_one_line_before_training(tmp_path, capsys):
+    from pipelines.run import main as run
+
+    assert run(["benchmark=imagefolder", f"data_root={tmp_path / 'none'}", f"out_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data_root={tmp_path / 'none'}: no such folder") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -40,6 +40,7 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "space.rank=[0,4]"], "adapter.rank=0: must be > 0"),
         (["variant=slora", "num_samples=0"], "num_samples=0"),
         (["variant=slora", "objective=best"], "choose one of accuracy, pareto"),
+        (["variant=slora", "benchmark=cifar100", "data_root=/nonexistent"], "data_root=/nonexistent: no CIFAR-100"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
                                                 "average_incremental_accuracy, accuracy"),
     ],
