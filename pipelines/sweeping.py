@@ -237,9 +237,12 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
     statuses = {}
     for result in grid:
         metrics = result.metrics or {}
-        if "trial_id" in metrics:  # Tune adds it to every result; a trial that never reported has none
-            done = metrics.get("stages_done", 0)
-            statuses[metrics["trial_id"]] = "failed" if result.error else "finished" if done >= num_stages else "pruned"
+        if "trial_id" not in metrics:  # Tune adds it to every result; a trial that never reported has none
+            continue
+        if result.error:
+            statuses[metrics["trial_id"]] = "failed"
+        elif "stages_done" in metrics:  # else no report reached Tune: results_table judges by MLflow's stages
+            statuses[metrics["trial_id"]] = "finished" if metrics["stages_done"] >= num_stages else "pruned"
     table, run_statuses = results_table(uri, experiment_id, parent, num_stages, statuses)
     for run_id, status in run_statuses.items():
         mlflow_status = {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")

@@ -115,11 +115,14 @@ def train_worker(config: dict) -> None:
         with checkpoint.as_directory() as folder:
             state, meta = load_adapter(Path(folder) / ADAPTER_FILE)
             run.restore(state, ContinualState(**meta["continual"]))
+        if run.state.stages_done == run.num_stages:
+            # Every stage was committed, but Tune may not have recorded the end (a sweep interrupted just after it,
+            # then resumed): report the last stage again, without training or logging, so it counts as finished.
+            ray.train.report(_tune_metrics(run.state.results[-1], run.num_stages))
     while run.state.stages_done < run.num_stages:
         _fault_drill(config, run.state.stages_done + 1, rank)
         result = run.run_stage()
-        metrics = {k: v for k, v in result.metrics().items() if v == v}  # drop NaN (old accuracy at stage 1)
-        metrics["stages_done"] = result.stage  # ASHA's time unit: 1-based, survives driver restarts
+        metrics = _tune_metrics(result.metrics(), result.stage)
         if rank == 0 and result.stage == 1:  # which folder / class id each label position is
             tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
         if rank == 0:  # log before report: a scheduler may stop the trial at the report
@@ -136,6 +139,12 @@ def train_worker(config: dict) -> None:
                 stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{result.stage:02d}")
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+
+def _tune_metrics(stage_metrics: dict, stage: int) -> dict:
+    metrics = {k: v for k, v in stage_metrics.items() if v == v}  # drop NaN (old accuracy at stage 1)
+    metrics["stages_done"] = stage  # ASHA's time unit: 1-based, survives driver restarts
+    return metrics
 
 
 def _ddp(world: int, device: torch.device):

@@ -185,8 +185,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
     try:
-        while time.time() < deadline:  # interrupt once the first trial has finished all 4 stages
-            time.sleep(2)
+        # Interrupt as soon as the first trial has logged all 4 stages: often before Tune has recorded its end, so
+        # the resumed sweep restarts it from its last checkpoint with nothing left to train.
+        while time.time() < deadline:
+            time.sleep(0.5)
             # sweep.json is written once the sweep made the database: reading earlier would race its schema
             if (tmp_path / "runs" / "resumable" / "sweep.json").exists():
                 client, _, children = mlflow_runs(tmp_path)
