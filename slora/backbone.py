@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -45,8 +48,9 @@ def create_backbone(cfg: BackboneConfig, image_size: int, in_chans: int, seed: i
         return _from_checkpoint(cfg, image_size, in_chans)
     args = model_args(cfg, image_size, in_chans)
     if cfg.pretrained:
+        source = _offline_source(cfg.name)
         try:
-            return timm.create_model(cfg.name, pretrained=True, num_classes=0, **args)
+            return timm.create_model(cfg.name, pretrained=True, num_classes=0, **source, **args)
         except Exception as err:  # the hub's errors vary by cause: offline, unknown tag, gated repository
             raise BackboneError(
                 f"backbone.name={cfg.name}: pretrained weights could not be loaded ({type(err).__name__}: "
@@ -59,6 +63,41 @@ def create_backbone(cfg: BackboneConfig, image_size: int, in_chans: int, seed: i
             return timm.create_model(cfg.name, pretrained=False, num_classes=0, **args)
         except RuntimeError as err:
             raise BackboneError(f"backbone.name={cfg.name}: {err}") from err
+
+
+def _offline_source(name: str) -> dict:
+    """timm kwargs that read the tag's weights straight from the hub cache when the hub cannot be reached.
+
+    Without this an offline machine waits about a minute through the hub client's retries before failing, or
+    before falling back to a cached file it had all along. Empty when the hub answers (timm then downloads or
+    revalidates as usual), when a proxy decides reachability, or when the tag is not a hub one.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    pretrained = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    repo = getattr(pretrained, "hf_hub_id", None)
+    if constants.HF_HUB_OFFLINE or not repo or _hub_reachable(constants.ENDPOINT):
+        return {}
+    cached = try_to_load_from_cache(repo, "model.safetensors")
+    if isinstance(cached, str):
+        return {"pretrained_cfg_overlay": {"file": cached}}
+    raise BackboneError(
+        f"backbone.name={name}: the hub ({constants.ENDPOINT}) cannot be reached and its cache "
+        f"({constants.HF_HUB_CACHE}) has no {repo}/model.safetensors. Either make the hub reachable, or set "
+        f"backbone.checkpoint=PATH to a safetensors file or a timm local-dir folder."
+    )
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let the hub client try
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _from_checkpoint(cfg: BackboneConfig, image_size: int, in_chans: int) -> nn.Module:
