@@ -18,11 +18,10 @@ from pathlib import Path
 import timm
 import torch
 
-from slora.config import DataConfig
+from slora.config import DataConfig, check_benchmark_name
 from slora.continual import EVAL_BATCH
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches
-from slora.data.catalog import check_benchmark_name
 from slora.export import load_timm_folder
 from slora.metrics import accuracy
 from slora.overrides import ConfigError, parse_value, split_overrides

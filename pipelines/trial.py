@@ -1,33 +1,17 @@
 """A sweep trial: a Tune function (the driver) that runs one continual sequence as a Ray Train TorchTrainer.
 
-Each Train worker runs slora.continual.ContinualRun (the same stage loop as pipelines/run.py) under DDP. After
-every stage rank 0 logs to MLflow, then every rank reports (rank 0 with a safetensors checkpoint of the adapter
-state), then all wait until that checkpoint is committed: a killed worker resumes from the last finished
-stage, never an older one (../shared/platform/RAY-NOTES.md §3).
+The stage loop each Train worker runs is in pipelines/trial_worker.py. This module is imported by every trial
+driver and unpickled by Ray Train's controller, so it imports neither torch nor timm nor the data loaders: on two
+cores each of those imports costs seconds, paid again by every trial.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-import torch
-
-from slora.continual import ContinualRun, ContinualState
-from slora.data import load_benchmark
-from slora.export import load_adapter, save_adapter
-from slora.overrides import build_config, config_dict, config_from_dict, flat_config
-from slora.runner import save_merged_stage
+from slora.overrides import build_config, config_dict, flat_config
 
 from . import tracking
-
-ADAPTER_FILE = "adapter.safetensors"
-NODE_TAG = "ray_node_id"
 
 
 @dataclass
@@ -96,88 +80,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
 
 
 def train_worker(config: dict) -> None:
-    """One DDP rank of a trial: restore the last committed stage, then train, log, report stage by stage."""
-    import ray
-    import ray.train
-    import ray.train.torch
+    """One DDP rank of a trial (pipelines/trial_worker.py); imported here, in the worker, and nowhere else."""
+    from .trial_worker import train_worker as run_worker
 
-    torch.set_num_threads(config["threads"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    cfg = config_from_dict(config["run"])
-    device = ray.train.torch.get_device()
-    run = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
-    if rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
-        tracking.client(config["tracking_uri"]).set_tag(config["run_id"], NODE_TAG,
-                                                         ray.get_runtime_context().get_node_id())
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state, meta = load_adapter(Path(folder) / ADAPTER_FILE)
-            run.restore(state, ContinualState(**meta["continual"]))
-        if run.state.stages_done == run.num_stages:
-            # Every stage was committed, but Tune may not have recorded the end (a sweep interrupted just after it,
-            # then resumed): report the last stage again, without training or logging, so it counts as finished.
-            ray.train.report(_tune_metrics(run.state.results[-1], run.num_stages))
-    while run.state.stages_done < run.num_stages:
-        _fault_drill(config, run.state.stages_done + 1, rank)
-        result = run.run_stage()
-        metrics = _tune_metrics(result.metrics(), result.stage)
-        if rank == 0 and result.stage == 1:  # which folder / class id each label position is
-            tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
-        if rank == 0:  # log before report: a scheduler may stop the trial at the report
-            merged = _merged_folder(config["save_merged"], run, result.stage)
-            tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, result.stage,
-                               run.accuracy_matrix(), merged)
-            if merged is not None:
-                shutil.rmtree(merged, ignore_errors=True)
-        with tempfile.TemporaryDirectory() as folder:
-            stage_checkpoint = None
-            if rank == 0:
-                save_adapter(run.model.adapter_state(), Path(folder) / ADAPTER_FILE,
-                             {"continual": asdict(run.state), "stage": result.stage})
-                stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{result.stage:02d}")
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-
-
-def _tune_metrics(stage_metrics: dict, stage: int) -> dict:
-    metrics = {k: v for k, v in stage_metrics.items() if v == v}  # drop NaN (old accuracy at stage 1)
-    metrics["stages_done"] = stage  # ASHA's time unit: 1-based, survives driver restarts
-    return metrics
-
-
-def _ddp(world: int, device: torch.device):
-    if world == 1:
-        return lambda model: model
-
-    def wrap(model):
-        # A new DDP wrapper per stage: each task brings new parameters (direction, magnitudes, head rows).
-        ids = [device] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    return wrap
-
-
-def _merged_folder(save_merged: str, run: ContinualRun, stage: int) -> Path | None:
-    if save_merged == "none" or (save_merged == "last" and stage != run.num_stages):
-        return None
-    folder = Path(tempfile.mkdtemp(prefix="slora-merged-"))
-    return save_merged_stage(run, folder, stage)
-
-
-def _fault_drill(config: dict, stage: int, rank: int) -> None:
-    """Kill this worker process hard, once per trial, at the start of the given stage (fault-tolerance tests)."""
-    if rank != 0 or config["kill_worker_at_stage"] != stage:
-        return
-    marker = Path(tempfile.gettempdir()) / f"slora-killed-{config['run_id']}"
-    if marker.exists():
-        return
-    marker.write_text(json.dumps({"stage": stage, "pid": os.getpid()}))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _class_legend(run: ContinualRun) -> dict:
-    bench = run.bench
-    return {"class_order": bench.class_order, "class_names": [bench.class_names[c] for c in bench.class_order],
-            "task_sizes": bench.task_sizes}
+    run_worker(config)

@@ -136,6 +136,17 @@ def _adam(lr: float, batch_size: int, epochs: int) -> dict[str, object]:
             "optim.batch_size": batch_size, "optim.epochs": epochs}
 
 
+# Every benchmark a config may name. slora.data.catalog maps each to its loader (a test keeps the two equal); the
+# names live here so that validating a config, as every Ray trial driver does, imports neither torch nor a loader.
+BENCHMARK_NAMES = ("digits", "imagefolder", "omniglot", "omniglot_background", "cifar100", "imagenet_r_5",
+                   "imagenet_r_10", "imagenet_r_20", "imagenet_a", "domainnet", "cub")
+
+
+def check_benchmark_name(name: str) -> None:
+    if name not in BENCHMARK_NAMES:
+        raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(BENCHMARK_NAMES)}")
+
+
 BENCHMARK_PRESETS: dict[str, dict[str, object]] = {
     "digits": _adam(3e-3, batch_size=32, epochs=8),
     # A small ViT pre-trained on omniglot_background (pipelines/pretrain.py, backbone.checkpoint=FOLDER).

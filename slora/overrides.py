@@ -12,8 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from .config import BENCHMARK_PRESETS, PAPER_PRESET, RunConfig
-from .data.catalog import check_benchmark_name
+from .config import BENCHMARK_PRESETS, PAPER_PRESET, RunConfig, check_benchmark_name
 from .variants import get_variant
 
 # Short names a user types often; `backbone=NAME` also clears the tiny-ViT size overrides (a real timm name).

@@ -109,3 +109,19 @@ def test_run_reports_a_missing_dataset_as_one_line_before_training(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"error: data_root={tmp_path / 'none'}: no such folder") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_every_benchmark_name_a_config_accepts_has_a_loader():
+    from slora.config import BENCHMARK_NAMES
+    from slora.data import BENCHMARKS
+
+    assert tuple(BENCHMARKS) == BENCHMARK_NAMES
+
+
+def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_loaders():
+    # Every trial driver (and Ray Train's controller, which unpickles the worker function) imports
+    # pipelines.trial; torch, timm and the loaders there cost seconds per trial on two cores.
+    code = ("import sys, pipelines.trial; pipelines.trial.build_config({'variant': 'slora_pp', 'benchmark': 'cub'}); "
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'slora.data', 'slora.model') if m in sys.modules))")
+    printed = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "[]"

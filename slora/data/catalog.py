@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DataConfig
+from ..config import DataConfig, check_benchmark_name
 from . import digits, omniglot, paper
 from .benchmark import Benchmark
 from .imagefolder import load_imagefolder
@@ -19,11 +19,6 @@ BENCHMARKS: dict[str, Callable[[DataConfig], Benchmark]] = {
     "cifar100": paper.load_cifar100,
     **{name: paper.folder_loader(name) for name in paper.FOLDER_BENCHMARKS},
 }
-
-
-def check_benchmark_name(name: str) -> None:
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(BENCHMARKS)}")
 
 
 def load_benchmark(cfg: DataConfig) -> Benchmark:
