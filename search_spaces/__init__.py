@@ -28,6 +28,11 @@ class Param:
     args: Any
     when: dict[str, list] = field(default_factory=dict)
 
+    def applies_to(self, config: dict[str, Any]) -> bool:
+        """Whether a trial with these values samples this parameter; compared as text, since MLflow keeps
+        params as strings."""
+        return all(str(config.get(k)) in map(str, allowed) for k, allowed in self.when.items())
+
 
 def available_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
@@ -91,7 +96,7 @@ class DefineByRun:
     def __call__(self, trial) -> None:
         chosen: dict[str, Any] = {}
         for p in self.params:
-            if p.kind == "value" or any(chosen.get(k, self.fixed.get(k)) not in allowed for k, allowed in p.when.items()):
+            if p.kind == "value" or not p.applies_to({**self.fixed, **chosen}):
                 continue  # fixed values are constants the sweep merges into every trial's config
             if p.kind == "choice":
                 chosen[p.key] = trial.suggest_categorical(p.key, list(p.args))

@@ -93,6 +93,14 @@ def test_conditional_parameters_only_sampled_for_their_variants():
     assert "adapter.kd_threshold" in trial.params and "adapter.rank_schedule" in trial.params
 
 
+def test_the_best_trials_config_shows_only_parameters_its_variant_sampled():
+    params = {p.key: p for p in load_space("all")}
+    best = {"variant": "slora", "adapter.kd_threshold": "0.0009", "adapter.rank": "8"}  # MLflow params: text
+    assert params["adapter.rank"].applies_to(best) and params["optim.lr_magnitude"].applies_to(best)
+    assert not params["adapter.kd_threshold"].applies_to(best)
+    assert params["adapter.kd_threshold"].applies_to({**best, "variant": "slora_pp"})
+
+
 def test_concurrency_never_oversubscribes_cores():
     assert concurrent_trials(SweepConfig(), 2) == 2
     assert concurrent_trials(SweepConfig(workers_per_trial=2), 2) == 1
