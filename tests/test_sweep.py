@@ -182,6 +182,21 @@ def test_nan_trial_fails_alone_and_the_sweep_finishes(tmp_path):
 
 
 @pytest.mark.slow
+def test_pareto_sweep_over_all_variants_runs_without_asha_and_prints_its_front(tmp_path):
+    done = run_sweep_cli(["variant=all", "objective=pareto", "num_samples=2", "num_tasks=2", *SMALL[1:],
+                          "name=pareto", "save_merged=none"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "runs without ASHA" in done.stdout
+    _, _, children = mlflow_runs(tmp_path)
+    assert [c.data.tags.get("slora.status") for c in children] == ["finished", "finished"]
+    table = pq.read_table(tmp_path / "runs" / "pareto" / "results.parquet").to_pylist()
+    expected = [r["trial"] for r in pareto_front([r for r in table if r["stage"] == 2])]
+    printed = done.stdout.split("Pareto front (max accuracy, min stored parameters):")[1].splitlines()
+    assert [line.split(":")[0].strip() for line in printed[1:1 + len(expected)]] == expected
+    assert not printed[1 + len(expected)].startswith("  trial_")
+
+
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     import signal
     import time
