@@ -166,6 +166,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
             )
         grid = tuner.fit()
+        if not sweep.address:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
+            ray.shutdown()
         summary = _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
         summary["wall_seconds"] = time.perf_counter() - started
         training = summary.pop("training_seconds")
