@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from ..config import DataConfig
 from .benchmark import Benchmark, class_order, remap, split_tasks
@@ -15,6 +13,10 @@ TEST_FRACTION = 0.25
 
 
 def load(cfg: DataConfig) -> Benchmark:
+    # Imported here: scikit-learn takes seconds to import, and every other benchmark's workers import this module.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     # 0..16 ink levels -> uint8 0..255, one channel
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
