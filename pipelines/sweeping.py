@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from search_spaces import DefineByRun, constants, load_space
-from slora.overrides import ConfigError, build_config, flat_config, parse_value, split_overrides
+from slora.config import RunConfig
+from slora.overrides import (ConfigError, build_config, field_paths, flat_config, parse_value, resolve_key,
+                             split_overrides)
 from slora.report import stage_table
 from slora.runner import start_run
 from slora.variants import get_variant
@@ -105,6 +107,22 @@ def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict):
     return base, params, stages
 
 
+# Local files a trial reads. Made absolute in the sweep's own process: a Ray Job's trials run in its uploaded
+# working directory, and a relative path there points somewhere else.
+LOCAL_PATH_FIELDS = ("backbone.checkpoint", "data.data_root", "data.cache_dir")
+
+
+def absolute_paths(run_overrides: dict) -> dict:
+    paths = field_paths(RunConfig)
+    out = dict(run_overrides)
+    for key, value in run_overrides.items():
+        if resolve_key(key, paths) not in LOCAL_PATH_FIELDS or not value or "://" in value or value.startswith("hf-hub:"):
+            continue
+        prefix = "local-dir:" if value.startswith("local-dir:") else ""
+        out[key] = prefix + str(Path(value.removeprefix(prefix)).expanduser().resolve())
+    return out
+
+
 def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
     """Trials that fit at once; each worker runs one torch thread per whole CPU, so count real cores."""
     if sweep.max_concurrent_trials:
@@ -116,6 +134,7 @@ def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
 def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print) -> dict:
     cwd = Path.cwd()
     started = time.perf_counter()
+    run_overrides = absolute_paths(run_overrides)
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())

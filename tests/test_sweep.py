@@ -101,6 +101,19 @@ def test_the_best_trials_config_shows_only_parameters_its_variant_sampled():
     assert params["adapter.kd_threshold"].applies_to({**best, "variant": "slora_pp"})
 
 
+def test_local_paths_reach_trials_absolute_and_uris_unchanged(tmp_path, monkeypatch):
+    from pipelines.sweeping import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    given = {"data_root": "data/omniglot", "backbone.checkpoint": "local-dir:runs/vit", "cache_dir": "~/c",
+             "rank": "8"}
+    assert absolute_paths(given) == {"data_root": str(tmp_path / "data" / "omniglot"),
+                                     "backbone.checkpoint": f"local-dir:{tmp_path / 'runs' / 'vit'}",
+                                     "cache_dir": str(Path("~/c").expanduser()), "rank": "8"}
+    uris = {"data_root": "s3://bucket/omniglot", "backbone.checkpoint": "hf-hub:timm/vit_tiny_patch16_224"}
+    assert absolute_paths(uris) == uris
+
+
 def test_concurrency_never_oversubscribes_cores():
     assert concurrent_trials(SweepConfig(), 2) == 2
     assert concurrent_trials(SweepConfig(workers_per_trial=2), 2) == 1
