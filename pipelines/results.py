@@ -55,6 +55,36 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return sorted(front, key=lambda r: -r["accuracy"])
 
 
+def best_per_variant(table: list[dict], num_stages: int) -> list[dict]:
+    """For a sweep over `all`: each variant's trial counts and the final metrics of its best finished trial
+    (a trial stopped early never counts: its accuracy comes from an earlier, easier stage)."""
+    statuses: dict[str, dict[str, str]] = {}
+    for r in table:
+        statuses.setdefault(str(r.get("variant")), {})[r["trial"]] = r["status"]
+    out = []
+    for variant, trials in sorted(statuses.items()):
+        finished = [r for r in table if str(r.get("variant")) == variant and r["status"] == "finished"
+                    and r["stage"] == num_stages]
+        best = max(finished, key=lambda r: r["accuracy"], default={})
+        out.append({"variant": variant, "trials": len(trials),
+                    "finished": sum(s == "finished" for s in trials.values()), "best_trial": best.get("trial"),
+                    **{k: best.get(k) for k in ("accuracy", "average_incremental_accuracy", "forgetting",
+                                                "stored_parameters")}})
+    return out
+
+
+VARIANT_COLUMNS = (
+    ("variant", "variant", "{:>8}"),
+    ("trials", "trials", "{:>6}"),
+    ("finished", "finished", "{:>8}"),
+    ("accuracy", "best acc", "{:>6.2%}"),
+    ("average_incremental_accuracy", "AAA", "{:>6.2%}"),
+    ("forgetting", "forget", "{:>6.2%}"),
+    ("stored_parameters", "adapter params", "{:>14,.0f}"),
+    ("best_trial", "trial", "{:>21}"),
+)
+
+
 _FIRST = ["trial", "trial_id", "run_id", "status", "stage", "accuracy", "accuracy_old", "accuracy_new",
           "forgetting", "average_incremental_accuracy", "stored_parameters", "stage_seconds", "train_loss"]
 

@@ -17,12 +17,12 @@ from search_spaces import DefineByRun, constants, load_space
 from slora.config import RunConfig
 from slora.overrides import (ConfigError, build_config, field_paths, flat_config, parse_value, resolve_key,
                              split_overrides)
-from slora.report import stage_table
+from slora.report import format_table, stage_table
 from slora.runner import start_run
 from slora.variants import get_variant
 
 from . import tracking
-from .results import pareto_front, results_table, write_table
+from .results import VARIANT_COLUMNS, best_per_variant, pareto_front, results_table, write_table
 from .trial import TrialSettings, trial_driver
 
 SPACE_PREFIX = "space."
@@ -295,6 +295,9 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
                 log(f"  {r['trial']}: accuracy {r['accuracy']:.2%}, stored parameters {int(r['stored_parameters']):,}")
     else:
         log("\nno trial finished all stages")
+    if sweep.variant == "all":
+        summary["best_per_variant"] = best_per_variant(table, num_stages)
+        log("\nbest finished trial per variant:\n" + format_table(summary["best_per_variant"], VARIANT_COLUMNS))
     tracking.log_parent_files(uri, parent, files)
     tracking.set_status(uri, parent, "FINISHED")
     log(f"\nresults: {files[0]}")

@@ -1,10 +1,11 @@
-"""The per-stage table printed at the end of a run."""
+"""The tables printed at the end of a run or a sweep."""
 
 from __future__ import annotations
 
 import math
 
-COLUMNS = (
+# (key, title, format); a missing or NaN value prints as '-'
+STAGE_COLUMNS = (
     ("stage", "stage", "{:>5.0f}"),
     ("accuracy", "acc", "{:>6.2%}"),
     ("accuracy_old", "old", "{:>6.2%}"),
@@ -18,13 +19,18 @@ COLUMNS = (
 
 
 def stage_table(results: list[dict]) -> str:
-    header = "  ".join(f"{title:>{len(fmt.format(0))}}" for _, title, fmt in COLUMNS)
+    return format_table(results, STAGE_COLUMNS)
+
+
+def format_table(rows: list[dict], columns: tuple[tuple[str, str, str], ...]) -> str:
+    widths = [max(len(title), len(fmt.format(0))) for _, title, fmt in columns]
+    header = "  ".join(f"{title:>{width}}" for (_, title, _), width in zip(columns, widths))
     lines = [header, "-" * len(header)]
-    for row in results:
+    for row in rows:
         cells = []
-        for key, _, fmt in COLUMNS:
+        for (key, _, fmt), width in zip(columns, widths):
             value = row.get(key, math.nan)
-            width = len(fmt.format(0))
-            cells.append(f"{'-':>{width}}" if isinstance(value, float) and math.isnan(value) else fmt.format(value))
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            cells.append(f"{'-' if missing else fmt.format(value):>{width}}")
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.results import pareto_front
+from pipelines.results import best_per_variant, pareto_front
 from pipelines.sweeping import SweepConfig, concurrent_trials, parse_sweep_args, prepare
 from search_spaces import available_spaces, load_space
 from slora.config import RunConfig
@@ -126,6 +126,16 @@ def test_pareto_front_keeps_only_non_dominated_finished_trials():
     assert [r["trial"] for r in pareto_front(rows)] == ["a", "b"]
 
 
+def test_best_per_variant_counts_only_trials_that_finished_every_stage():
+    rows = [{"trial": "t1", "variant": "slora", "status": "finished", "stage": 1, "accuracy": 0.9},
+            {"trial": "t1", "variant": "slora", "status": "finished", "stage": 2, "accuracy": 0.5},
+            {"trial": "t2", "variant": "slora", "status": "pruned", "stage": 1, "accuracy": 0.95},
+            {"trial": "t3", "variant": "seq_lora", "status": "pruned", "stage": 1, "accuracy": 0.99}]
+    seq_lora, slora = best_per_variant(rows, num_stages=2)
+    assert (seq_lora["variant"], seq_lora["trials"], seq_lora["finished"], seq_lora["accuracy"]) == ("seq_lora", 1, 0, None)
+    assert (slora["trials"], slora["finished"], slora["best_trial"], slora["accuracy"]) == (2, 1, "t1", 0.5)
+
+
 # -- real sweeps ---------------------------------------------------------------------------------------------------
 def mlflow_runs(workdir: Path):
     from mlflow import MlflowClient
@@ -207,6 +217,9 @@ def test_pareto_sweep_over_all_variants_runs_without_asha_and_prints_its_front(t
     printed = done.stdout.split("Pareto front (max accuracy, min stored parameters):")[1].splitlines()
     assert [line.split(":")[0].strip() for line in printed[1:1 + len(expected)]] == expected
     assert not printed[1 + len(expected)].startswith("  trial_")
+    per_variant = done.stdout.split("best finished trial per variant:")[1].splitlines()[3:3 + 2]
+    sampled = sorted({r["variant"] for r in table})
+    assert [line.split()[0] for line in per_variant[:len(sampled)]] == sampled
 
 
 @pytest.mark.slow
