@@ -1,14 +1,19 @@
-"""One continual run: ``python pipelines/run.py variant=slora_pp benchmark=digits [key=value ...]``."""
+"""One continual run: ``python pipelines/run.py variant=slora_pp benchmark=digits [key=value ...]``.
+
+--help lists every key with its default."""
 
 from __future__ import annotations
 
 import sys
 
-from slora.overrides import ConfigError, build_config
+from slora.overrides import HELP_FLAGS, ConfigError, build_config, run_keys_help
 from slora.runner import run_continual
 
 
 def main(argv: list[str]) -> int:
+    if set(argv) & set(HELP_FLAGS):
+        print(__doc__.strip() + "\n\n" + run_keys_help())
+        return 0
     try:
         run_continual(build_config(argv))  # data and backbone errors are ConfigErrors too, raised before training
     except ConfigError as err:

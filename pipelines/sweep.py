@@ -1,14 +1,19 @@
-"""A sweep: ``python pipelines/sweep.py variant=slora_pp [key=value ...]`` (see README for the keys)."""
+"""A sweep: ``python pipelines/sweep.py variant=slora_pp [key=value ...]``.
+
+--help lists every key with its default."""
 
 from __future__ import annotations
 
 import sys
 
-from pipelines.sweeping import parse_sweep_args, run_sweep
-from slora.overrides import ConfigError
+from pipelines.sweeping import parse_sweep_args, run_sweep, sweep_help
+from slora.overrides import HELP_FLAGS, ConfigError
 
 
 def main(argv: list[str]) -> int:
+    if set(argv) & set(HELP_FLAGS):
+        print(__doc__.strip() + "\n\n" + sweep_help())
+        return 0
     try:
         sweep, run_overrides, space_overrides = parse_sweep_args(argv)
         run_sweep(sweep, run_overrides, space_overrides)

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from search_spaces import DefineByRun, constants, load_space
+from search_spaces import DefineByRun, available_spaces, constants, load_space
 from slora.config import RunConfig
-from slora.overrides import (ConfigError, build_config, field_paths, flat_config, parse_value, resolve_key,
-                             split_overrides)
+from slora.overrides import (ConfigError, build_config, describe_keys, field_paths, flat_config, parse_value,
+                             resolve_key, run_keys_help, split_overrides)
 from slora.report import format_table, stage_table
 from slora.runner import start_run
 from slora.variants import get_variant
@@ -92,6 +92,12 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
     if sweep.cpus_per_worker <= 0 or sweep.gpus_per_worker < 0:
         raise ConfigError(f"cpus_per_worker={sweep.cpus_per_worker} must be > 0 and gpus_per_worker >= 0")
     return sweep, run_overrides, space_overrides
+
+
+def sweep_help() -> str:
+    return ("Sweep keys:\n" + describe_keys(SweepConfig()) + f"\n\nSearch spaces (variant=): {', '.join(available_spaces())}"
+            " (search_spaces/*.yaml); space.KEY=[a,b] replaces a parameter's choices, space.KEY=x fixes it.\n\n"
+            "Every other key is a run override for every trial. " + run_keys_help())
 
 
 def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict):

@@ -12,8 +12,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from .config import BENCHMARK_PRESETS, PAPER_PRESET, RunConfig, check_benchmark_name
-from .variants import get_variant
+from .config import BENCHMARK_NAMES, BENCHMARK_PRESETS, PAPER_PRESET, RunConfig, check_benchmark_name
+from .variants import VARIANTS, get_variant
 
 # Short names a user types often; `backbone=NAME` also clears the tiny-ViT size overrides (a real timm name).
 ALIASES = {"benchmark": "data.benchmark", "backbone": "backbone.name"}
@@ -99,6 +99,28 @@ def get_path(cfg: Any, path: str) -> Any:
     for name in path.split("."):
         cfg = getattr(cfg, name)
     return cfg
+
+
+HELP_FLAGS = ("-h", "--help", "help")
+
+
+def describe_keys(config: Any) -> str:
+    """Every key of a (nested) config dataclass with its default, and its choices where the type fixes them."""
+    lines = []
+    for path, kind in field_paths(type(config)).items():
+        value = get_path(config, path)
+        shown = value if isinstance(value, str) and value else repr(value)
+        choices = f"   ({' | '.join(map(str, get_args(kind)))})" if get_origin(kind) is Literal else ""
+        lines.append(f"  {path}={shown}{choices}")
+    return "\n".join(lines)
+
+
+def run_keys_help() -> str:
+    short = ", ".join(f"{k}= for {v}" for k, v in ALIASES.items())
+    return (f"Run keys (key=value; a unique last part is enough, e.g. rank=8; {short}). Defaults before the "
+            f"benchmark's preset and semantics=paper, which change some of them (slora/config.py):\n"
+            + describe_keys(RunConfig())
+            + f"\nvariants: {', '.join(VARIANTS)}\nbenchmarks: {', '.join(BENCHMARK_NAMES)}")
 
 
 def split_overrides(args: list[str]) -> dict[str, str]:

@@ -125,3 +125,19 @@ def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_load
             "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'slora.data', 'slora.model') if m in sys.modules))")
     printed = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "[]"
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variants: seq_lora"]),
+    ("sweep", ["scheduler=asha   (asha | none)", "Search spaces (variant=): all,", "data.benchmark=digits"]),
+    ("evaluate", ["checkpoint=PATH (required)", "\n  class_order_seed=-1\n"]),
+    ("pretrain", ["\n  benchmark=omniglot_background\n", "\n  embed_dim=96\n"]),
+])
+def test_help_lists_every_key_with_its_default_and_starts_nothing(script, expected, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(f"pipelines.{script}").main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    assert all(text in printed for text in expected), printed
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no run folder, no Ray
