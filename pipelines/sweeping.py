@@ -95,8 +95,9 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
 
 
 def sweep_help() -> str:
-    return ("Sweep keys:\n" + describe_keys(SweepConfig()) + f"\n\nSearch spaces (variant=): {', '.join(available_spaces())}"
-            " (search_spaces/*.yaml); space.KEY=[a,b] replaces a parameter's choices, space.KEY=x fixes it.\n\n"
+    return ("Sweep keys:\n" + describe_keys(SweepConfig())
+            + f"\n\nSearch spaces (variant=): {', '.join(available_spaces())} (search_spaces/*.yaml); "
+            "space.KEY=[a,b] replaces a parameter's choices, space.KEY=x fixes it.\n\n"
             "Every other key is a run override for every trial. " + run_keys_help())
 
 
@@ -122,7 +123,8 @@ def absolute_paths(run_overrides: dict) -> dict:
     paths = field_paths(RunConfig)
     out = dict(run_overrides)
     for key, value in run_overrides.items():
-        if resolve_key(key, paths) not in LOCAL_PATH_FIELDS or not value or "://" in value or value.startswith("hf-hub:"):
+        remote = "://" in value or value.startswith("hf-hub:")
+        if resolve_key(key, paths) not in LOCAL_PATH_FIELDS or not value or remote:
             continue
         prefix = "local-dir:" if value.startswith("local-dir:") else ""
         out[key] = prefix + str(Path(value.removeprefix(prefix)).expanduser().resolve())

@@ -197,7 +197,9 @@ def validate(cfg: RunConfig) -> None:
     bad = [t for t in cfg.adapter.targets if t not in ("q", "k", "v")]
     if bad or not cfg.adapter.targets:
         raise ConfigError(f"adapter.targets={cfg.adapter.targets!r}: choose among q, k, v")
-    if cfg.backbone.checkpoint and not cfg.backbone.checkpoint.startswith("hf-hub:") and not Path(cfg.backbone.checkpoint.removeprefix("local-dir:")).expanduser().exists():
+    checkpoint = cfg.backbone.checkpoint
+    local = checkpoint and not checkpoint.startswith("hf-hub:")
+    if local and not Path(checkpoint.removeprefix("local-dir:")).expanduser().exists():
         raise ConfigError(f"backbone.checkpoint={cfg.backbone.checkpoint}: no such file or folder")
 
 
