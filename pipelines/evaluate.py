@@ -24,7 +24,7 @@ from slora.data import load_benchmark
 from slora.data.batches import eval_batches
 from slora.export import load_timm_folder
 from slora.metrics import accuracy
-from slora.overrides import HELP_FLAGS, ConfigError, describe_keys, parse_value, split_overrides
+from slora.overrides import ConfigError, describe_keys, parse_value, split_overrides, wants_help
 from slora.runner import resolve_device
 from slora.training import predict
 
@@ -86,7 +86,7 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto"
 
 
 def main(argv: list[str]) -> int:
-    if set(argv) & set(HELP_FLAGS):
+    if wants_help(argv):
         print(__doc__.strip() + "\n\nKeys: checkpoint=PATH (required), device=auto, and the data keys (bare or as "
               "data.KEY; defaults from the run):\n" + describe_keys(DataConfig()))
         return 0

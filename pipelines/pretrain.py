@@ -23,8 +23,8 @@ from slora.config import DataConfig
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches, train_batches
 from slora.export import UNIT_MEAN, UNIT_STD, save_timm_folder
-from slora.overrides import (HELP_FLAGS, ConfigError, describe_keys, field_paths, parse_value, resolve_key,
-                             split_overrides)
+from slora.overrides import (ConfigError, describe_keys, field_paths, parse_value, resolve_key, split_overrides,
+                             wants_help)
 
 
 @dataclass
@@ -117,7 +117,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def main(argv: list[str]) -> int:
-    if set(argv) & set(HELP_FLAGS):
+    if wants_help(argv):
         print(__doc__.strip() + "\n\nKeys:\n" + describe_keys(PretrainConfig()))
         return 0
     try:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import sys
 
-from slora.overrides import HELP_FLAGS, ConfigError, build_config, run_keys_help
+from slora.overrides import ConfigError, build_config, run_keys_help, wants_help
 from slora.runner import run_continual
 
 
 def main(argv: list[str]) -> int:
-    if set(argv) & set(HELP_FLAGS):
+    if wants_help(argv):
         print(__doc__.strip() + "\n\n" + run_keys_help())
         return 0
     try:

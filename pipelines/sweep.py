@@ -7,11 +7,11 @@ from __future__ import annotations
 import sys
 
 from pipelines.sweeping import parse_sweep_args, run_sweep, sweep_help
-from slora.overrides import HELP_FLAGS, ConfigError
+from slora.overrides import ConfigError, wants_help
 
 
 def main(argv: list[str]) -> int:
-    if set(argv) & set(HELP_FLAGS):
+    if wants_help(argv):
         print(__doc__.strip() + "\n\n" + sweep_help())
         return 0
     try:

@@ -288,7 +288,8 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
         log(f"\nbest finished trial {best['trial']} (MLflow run {best['run_id']}): final accuracy "
             f"{best['accuracy']:.2%}")
         searched = [p.key for p in params if p.kind != "value" and p.applies_to(best)]
-        searched += [] if "variant" in searched else ["variant"]
+        if "variant" not in searched:  # fixed by the variant's own space, still worth naming
+            searched.append("variant")
         log("config: " + ", ".join(f"{k}={best[k]}" for k in searched if k in best))
         log(stage_table([r for r in table if r["run_id"] == best["run_id"]]))
         if sweep.save_merged != "none":

@@ -104,6 +104,10 @@ def get_path(cfg: Any, path: str) -> Any:
 HELP_FLAGS = ("-h", "--help", "help")
 
 
+def wants_help(argv: list[str]) -> bool:
+    return any(arg in HELP_FLAGS for arg in argv)
+
+
 def describe_keys(config: Any) -> str:
     """Every key of a (nested) config dataclass with its default, and its choices where the type fixes them."""
     lines = []
