@@ -90,7 +90,7 @@ class SLoRAViT(nn.Module):
         magnitudes, alpha_k += alpha_t * dalpha_k, kept as persistent offsets, and drop it."""
         if not self.decoupled or self.kept_directions == 0:
             return False
-        norms = self._freeze_norms()
+        norms = self._span_norms()
         fit, residual = self._span_fit(norms)
         if residual > self.cfg.kd_threshold:
             return False
@@ -99,6 +99,10 @@ class SLoRAViT(nn.Module):
             layer.drop_current()
         self.magnitudes = nn.Parameter(self.magnitudes.detach()[:-1].clone())
         return True
+
+    def span_residual(self) -> float:
+        """KD's residual for the current direction: 0 exactly when absorbing it would leave the function as is."""
+        return self._span_fit(self._span_norms())[1]
 
     def freeze_current(self) -> None:
         """Store the current direction normalised (constant normaliser) in the frozen buffers."""
@@ -154,6 +158,23 @@ class SLoRAViT(nn.Module):
         norms["mean"] = mean
         return norms
 
+    def _span_norms(self) -> dict:
+        """What the current direction is divided by in KD's fit, so that the fit is of what it adds to the weights.
+
+        A normalised current direction adds m_t U V / n per projection, with each projection's own n: the fit
+        uses those. A raw one adds m_t U V: every projection is divided by one shared scalar (the mean norm),
+        which keeps the fit's residual on the scale of a unit direction and, being shared, lets one coefficient
+        per kept direction reproduce the raw sum exactly. A residual of 0 then means the function is preserved
+        under every normaliser and magnitude switch; a direction that is a multiple of an old one per
+        projection, with per-projection factors the old normalisers do not share, is not spanned and is kept.
+        """
+        norms = {name: layer.current_norms(self.cfg.normaliser) for name, layer in self.directions.items()}
+        mean = torch.stack([n for layer in norms.values() for n in layer.values()]).mean()
+        if not self.cfg.normalise_current:
+            norms = {name: {t: mean for t in layer} for name, layer in norms.items()}
+        norms["mean"] = mean
+        return norms
+
     def _span_fit(self, norms: dict) -> tuple[torch.Tensor, float]:
         """KD (§6, Eq. 7): one joint least-squares fit of the new direction by the kept ones, over all projections.
 
@@ -179,13 +200,13 @@ class SLoRAViT(nn.Module):
         kept = self.kept_directions
         frozen_scales = self.magnitudes[:kept] + self.magnitude_offsets
         current_scale = self.magnitudes[kept] if self.has_current else None
+        # Sequential LoRA is plain W0 + U V under every semantics: no normaliser, and its magnitude is a fixed 1.
+        normalise_current = self.cfg.normalise_current and self.decoupled
         weights = {}
         for name, layer in self.directions.items():
             qkv = self.vit.blocks[int(name)].attn.qkv
             deltas = {
-                t: layer.delta(
-                    t, frozen_scales, self.owner, current_scale, self.cfg.normalise_current, self.cfg.normaliser
-                )
+                t: layer.delta(t, frozen_scales, self.owner, current_scale, normalise_current, self.cfg.normaliser)
                 for t in layer.targets
             }
             weights[f"blocks.{name}.attn.qkv.weight"] = layer.merged_weight(qkv.weight, deltas)
