@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
             best = summary.get("best", {})
             figures[scheduler] = {
                 "stage_epochs": summary["stage_epochs"], "wall_seconds": round(summary["wall_seconds"], 1),
-                "best_trial": best.get("trial"), "best_accuracy": best.get("accuracy"),
+                "best_trial": best.get("trial"), "best_accuracy": best.get("test_accuracy"),
                 "best_trial_config": {k: best[k] for k in REPORTED if k in best},
                 "best_over_seeds": seed_spread(best, noise_seeds, Path(tmp) / f"seeds-{scheduler}") if best else None,
             }
@@ -79,15 +79,15 @@ def main(argv: list[str]) -> int:
 
 
 def seed_spread(best: dict, extra_seeds: int, out_dir: Path) -> dict:
-    """Final accuracy of the best trial's config over its own seed and ``extra_seeds`` more (run here)."""
+    """Final test accuracy of the best trial's config over its own seed and ``extra_seeds`` more (run here)."""
     paths = field_paths(RunConfig)
     flat = {k: str(v) for k, v in best.items() if k in paths and k != "out_dir" and v is not None}
     seed = int(flat.get("seed", 0))
-    accuracies = [best["accuracy"]]
+    accuracies = [best["test_accuracy"]]
     for extra in range(1, extra_seeds + 1):
         cfg = build_config({**flat, "seed": str(seed + extra), "progress": "false", "save_merged": "none",
                             "out_dir": str(out_dir / str(seed + extra))})
-        accuracies.append(run_continual(cfg, log=lambda *_: None)["final_accuracy"])
+        accuracies.append(run_continual(cfg, log=lambda *_: None)["final_test_accuracy"])
     return {"accuracies": [round(a, 4) for a in accuracies], "mean": round(statistics.mean(accuracies), 4),
             "sd": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0}
 
@@ -104,11 +104,11 @@ def replay(path: Path, orders: int) -> int:
         print(f"error: {path}: every trial must have run all {stages} stages (a sweep with scheduler=none)",
               file=sys.stderr)
         return 2
-    final = {t: c[stages]["accuracy"] for t, c in curves.items()}
+    final = {t: c[stages]["val_accuracy"] for t, c in curves.items()}  # the winner is chosen on validation
     winner = max(final, key=final.get)
     print(f"{len(curves)} trials x {stages} stages; winner {winner} at {final[winner]:.2%}")
     results = []
-    for metric in ("accuracy", "average_incremental_accuracy"):
+    for metric in ("val_accuracy", "val_average_incremental_accuracy"):
         for reduction in (2, 3, 4):
             saved, kept, gaps = [], 0, []
             for order in range(orders):
@@ -157,7 +157,7 @@ def replay_asha(curves, order, stages, metric, grace, reduction, concurrency=2, 
             heapq.heappush(events, (now + epochs[trial], trial, stage + 1))
     trained = sum(epochs[t] * stopped[t] for t in order)
     finished = [t for t in order if stopped[t] == stages]
-    best = max(finished, key=lambda t: curves[t][stages]["accuracy"])
+    best = max(finished, key=lambda t: curves[t][stages]["val_accuracy"])
     return 1 - trained / sum(epochs[t] * stages for t in order), best
 
 

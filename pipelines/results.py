@@ -8,6 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from slora.config import SPLIT_SCORES
+
 from . import tracking
 
 
@@ -46,18 +48,18 @@ def write_table(rows: list[dict], out_dir: Path) -> list[Path]:
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """Finished trials that no other finished trial beats on both accuracy (max) and stored parameters (min)."""
+    """Finished trials that no other finished trial beats on both val accuracy (max) and stored parameters (min)."""
     def dominated(a, b):
-        return (b["accuracy"] >= a["accuracy"] and b["stored_parameters"] <= a["stored_parameters"]
-                and (b["accuracy"] > a["accuracy"] or b["stored_parameters"] < a["stored_parameters"]))
+        return (b["val_accuracy"] >= a["val_accuracy"] and b["stored_parameters"] <= a["stored_parameters"]
+                and (b["val_accuracy"] > a["val_accuracy"] or b["stored_parameters"] < a["stored_parameters"]))
 
     front = [a for a in rows if not any(dominated(a, b) for b in rows)]
-    return sorted(front, key=lambda r: -r["accuracy"])
+    return sorted(front, key=lambda r: -r["val_accuracy"])
 
 
 def best_per_variant(table: list[dict], num_stages: int) -> list[dict]:
-    """For a sweep over `all`: each variant's trial counts and the final metrics of its best finished trial
-    (a trial stopped early never counts: its accuracy comes from an earlier, easier stage)."""
+    """For a sweep over `all`: each variant's trial counts and the final metrics of its best finished trial, chosen
+    on val accuracy (a trial stopped early never counts: its accuracy comes from an earlier, easier stage)."""
     statuses: dict[str, dict[str, str]] = {}
     for r in table:
         statuses.setdefault(str(r.get("variant")), {})[r["trial"]] = r["status"]
@@ -65,11 +67,11 @@ def best_per_variant(table: list[dict], num_stages: int) -> list[dict]:
     for variant, trials in sorted(statuses.items()):
         finished = [r for r in table if str(r.get("variant")) == variant and r["status"] == "finished"
                     and r["stage"] == num_stages]
-        best = max(finished, key=lambda r: r["accuracy"], default={})
+        best = max(finished, key=lambda r: r["val_accuracy"], default={})
         out.append({"variant": variant, "trials": len(trials),
                     "finished": sum(s == "finished" for s in trials.values()), "best_trial": best.get("trial"),
-                    **{k: best.get(k) for k in ("accuracy", "average_incremental_accuracy", "forgetting",
-                                                "stored_parameters")}})
+                    **{k: best.get(k) for k in ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy",
+                                                "test_forgetting", "stored_parameters")}})
     return out
 
 
@@ -77,16 +79,17 @@ VARIANT_COLUMNS = (
     ("variant", "variant", "{:>8}"),
     ("trials", "trials", "{:>6}"),
     ("finished", "finished", "{:>8}"),
-    ("accuracy", "best acc", "{:>6.2%}"),
-    ("average_incremental_accuracy", "AAA", "{:>6.2%}"),
-    ("forgetting", "forget", "{:>6.2%}"),
+    ("val_accuracy", "val acc", "{:>7.2%}"),
+    ("test_accuracy", "test acc", "{:>8.2%}"),
+    ("test_average_incremental_accuracy", "test AAA", "{:>8.2%}"),
+    ("test_forgetting", "forget", "{:>6.2%}"),
     ("stored_parameters", "adapter params", "{:>14,.0f}"),
     ("best_trial", "trial", "{:>21}"),
 )
 
 
-_FIRST = ["trial", "trial_id", "run_id", "status", "stage", "accuracy", "accuracy_old", "accuracy_new",
-          "forgetting", "average_incremental_accuracy", "stored_parameters", "stage_seconds", "train_loss"]
+_FIRST = ["trial", "trial_id", "run_id", "status", "stage", *SPLIT_SCORES, *(f"{k}_std" for k in SPLIT_SCORES),
+          "stored_parameters", "stage_seconds", "train_loss"]
 
 
 def _column_order(column: str):

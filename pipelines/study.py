@@ -1,11 +1,12 @@
 """The accuracy study: every variant x semantics x seed on one benchmark, as a Markdown table of mean ± std.
 
-``python pipelines/study.py benchmark=omniglot backbone.checkpoint=runs/pretrain-omniglot [seeds=3] [key=value ...]``
+``python pipelines/study.py benchmark=tinyimagenet data_root=DIR backbone.checkpoint=MODEL [seeds=3] [key=value ...]``
 
-Seed s sets both the training seed and the class order (class_order_seed = the benchmark's default + s). Each
-run writes its own folder under ``out_dir`` (default runs/study); the table goes to stdout and study.parquet.
-A run whose folder already holds a results.json with the same resolved config is reused, not trained again, so an
-interrupted study picks up where it stopped and adding seeds only trains the new ones.
+Seed s trains with seed + s and meets the classes in another order (class order seed + s; slora.seeds, as a sweep's
+seeds_per_trial). Each run writes its own folder under ``out_dir`` (default runs/study); the table goes to stdout,
+the per-run rows to study-<semantics>.parquet and the mean test-accuracy curves to study-curves.png. A run whose
+folder holds a results.json of the current results version with the same resolved config is reused, not trained
+again, so an interrupted study picks up where it stopped and adding seeds only trains the new ones.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slora.config import RunConfig
+from slora.data import load_benchmark
 from slora.overrides import ConfigError, build_config, config_from_dict, split_overrides
-from slora.runner import run_continual
+from slora.runner import RESULTS_VERSION, run_continual
+from slora.seeds import seed_config
 from slora.variants import VARIANTS
-
-DEFAULT_CLASS_ORDER_SEED = 1993
 
 
 def main(argv: list[str]) -> int:
@@ -33,40 +35,50 @@ def main(argv: list[str]) -> int:
         variants = overrides.pop("variants", ",".join(VARIANTS)).split(",")
         out_dir = Path(overrides.pop("out_dir", "runs/study")).resolve()
         semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
-        configs = [
-            (variant, semantics, seed, build_config({**overrides, "variant": variant, "semantics": semantics,
-                                                     "seed": str(seed), "progress": "false", "save_merged": "none",
-                                                     "class_order_seed": str(DEFAULT_CLASS_ORDER_SEED + seed),
-                                                     "out_dir": str(out_dir / f"{variant}-{semantics}-{seed}")}))
-            for semantics in semantics_list for variant in variants for seed in range(seeds)
-        ]
+        common = {**overrides, "progress": "false", "save_merged": "none"}
+        order_seed = load_benchmark(build_config(dict(common)).data).order_seed
+        configs = []
+        for semantics in semantics_list:
+            for variant in variants:
+                base = build_config({**common, "variant": variant, "semantics": semantics})
+                for s in range(seeds):
+                    cfg = seed_config(base, s, order_seed)
+                    cfg.out_dir = str(out_dir / f"{variant}-{semantics}-{s}")
+                    configs.append((variant, semantics, s, cfg))
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = []
+    started = time.perf_counter()
     for variant, semantics, seed, cfg in configs:
         results = finished_results(cfg)
         reused = results is not None
         if not reused:
             results = run_continual(cfg, log=lambda *_: None)
         rows.append({"variant": variant, "semantics": semantics, "seed": seed,
-                     "final_accuracy": results["final_accuracy"],
-                     "average_incremental_accuracy": results["average_incremental_accuracy"],
-                     "forgetting": results["forgetting"], "stored_parameters": results["stored_parameters"]})
-        print(f"{variant:>9} {semantics:>8} seed {seed}: acc {results['final_accuracy']:.2%} "
-              f"AAA {results['average_incremental_accuracy']:.2%} forgetting {results['forgetting']:.2%}"
-              f"{' (reused)' if reused else ''}", flush=True)
+                     "final_accuracy": results["final_test_accuracy"],
+                     "average_incremental_accuracy": results["final_test_average_incremental_accuracy"],
+                     "forgetting": results["final_test_forgetting"], "stored_parameters": results["stored_parameters"],
+                     "seconds": sum(stage["stage_seconds"] for stage in results["stages"]),
+                     "curve": results["test_accuracy_curve"]})
+        print(f"{variant:>9} {semantics:>8} seed {seed}: acc {rows[-1]['final_accuracy']:.2%} "
+              f"AAA {rows[-1]['average_incremental_accuracy']:.2%} forgetting {rows[-1]['forgetting']:.2%} "
+              f"{rows[-1]['seconds']:.0f}s{' (reused)' if reused else ''}", flush=True)
     pq.write_table(pa.Table.from_pylist(rows), out_dir / f"study-{'-'.join(semantics_list)}.parquet")
+    plot_curves(rows, out_dir / "study-curves.png")
     print(markdown_table(rows))
+    print(f"study wall time {time.perf_counter() - started:.0f}s; curves: {out_dir / 'study-curves.png'}")
     return 0
 
 
 def finished_results(cfg: RunConfig) -> dict | None:
-    """The results.json already in the run's folder, if it was produced by exactly this config."""
+    """The results.json already in the run's folder, if the current code made it from exactly this config."""
     path = Path(cfg.out_dir) / "results.json"
     if not path.is_file():
         return None
     results = json.loads(path.read_text())
+    if results.get("results_version") != RESULTS_VERSION:
+        return None
     try:  # a key added since the run was made takes its default, which reproduces the old behaviour
         same = config_from_dict(results.get("config", {})) == cfg
     except ConfigError:
@@ -74,23 +86,56 @@ def finished_results(cfg: RunConfig) -> dict | None:
     return results if same else None
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| variant | semantics | Acc | AAA | forgetting | stored params |", "|---|---|---|---|---|---|"]
+def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["semantics"]), []).append(r)
+    return groups
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| variant | semantics | Acc | AAA | forgetting | stored params | seconds per run |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(values):
         values = [100 * v for v in values]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
-    for (variant, semantics), group in groups.items():
+    for (variant, semantics), group in _groups(rows).items():
         lines.append(f"| {variant} | {semantics} | {cell([g['final_accuracy'] for g in group])} | "
                      f"{cell([g['average_incremental_accuracy'] for g in group])} | "
                      f"{cell([g['forgetting'] for g in group])} | "
-                     f"{statistics.mean(g['stored_parameters'] for g in group):,.0f} |")
+                     f"{statistics.mean(g['stored_parameters'] for g in group):,.0f} | "
+                     f"{statistics.mean(g['seconds'] for g in group):.0f} |")
     return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Mean test accuracy after each stage, one panel per semantics, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(rows)
+    semantics = sorted({s for _, s in groups})
+    fig, axes = plt.subplots(1, len(semantics), figsize=(5.5 * len(semantics), 4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], semantics):
+        for (variant, s), group in groups.items():
+            if s != name:
+                continue
+            curves = [g["curve"] for g in group]
+            mean = [100 * statistics.mean(values) for values in zip(*curves)]
+            ax.plot(range(1, len(mean) + 1), mean, marker="o", label=f"{variant} ({len(curves)} seeds)")
+        ax.set_title(f"semantics={name}")
+        ax.set_xlabel("stage (task)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("test accuracy on seen classes (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from search_spaces import DefineByRun, available_spaces, constants, load_space
-from slora.config import RunConfig
+from slora.config import SWEEP_VAL_FRACTION, RunConfig
 from slora.overrides import (ConfigError, build_config, describe_keys, field_paths, flat_config, parse_value,
                              resolve_key, run_keys_help, split_overrides)
 from slora.report import format_table, stage_table
@@ -40,7 +40,9 @@ class SweepConfig:
     # drivers (0.01 CPU each) can never starve the workers (RAY-NOTES §1).
     cpus_per_worker: float = 0.49
     gpus_per_worker: float = 0.0  # fractions allowed (small models share a GPU)
-    objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: max accuracy, min stored parameters
+    # Every selection reads the validation split (data.val_fraction, SWEEP_VAL_FRACTION unless set): the
+    # objective, ASHA's ranking, the best trial, the registered model and the Pareto front.
+    objective: Literal["accuracy", "pareto"] = "accuracy"  # val_accuracy; pareto: also min stored parameters
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: int = 1  # stages every trial gets before ASHA may stop it
     # ASHA ranks trials at a rung by average incremental accuracy, not the current stage's accuracy: accuracy
@@ -48,8 +50,11 @@ class SweepConfig:
     # trials. Replaying a measured 8-trial sweep (`bench_asha.py replay=`): keeping 1/3 per rung kept the
     # no-early-stopping winner in 97% of trial orders (1/2 kept: 66%; current-stage accuracy, 1/2 kept: 23%), all
     # at about 40% fewer stage-epochs.
-    asha_metric: Literal["average_incremental_accuracy", "accuracy"] = "average_incremental_accuracy"
+    asha_metric: Literal["average_incremental_accuracy", "accuracy"] = "average_incremental_accuracy"  # val_
     reduction_factor: int = 3
+    # Each trial runs its config on this many seeds (seed s: training seed + s, class order seed + s), stage by
+    # stage together, and reports their mean (and std): K times the training of a trial, one start-up.
+    seeds_per_trial: int = 1
     seed: int = 0  # TPE's seed
     name: str = ""  # '' : sweep-<variant>-<benchmark>-<time>
     storage_path: str = ""  # '' : <cwd>/runs/ray; any pyarrow URI (s3://...) for a cluster
@@ -86,7 +91,13 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
         except ValueError as err:
             raise ConfigError(f"{err}, all") from None
         run_overrides["variant"] = sweep.variant
-    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period"):
+    val_key = next((k for k in run_overrides if resolve_key(k, field_paths(RunConfig)) == "data.val_fraction"), None)
+    if val_key is None:
+        run_overrides["data.val_fraction"] = str(SWEEP_VAL_FRACTION)
+    elif parse_value("data.val_fraction", run_overrides[val_key], float) <= 0:
+        raise ConfigError(f"{val_key}={run_overrides[val_key]}: a sweep selects on a validation split, so it must "
+                          f"be in (0, 1) (default {SWEEP_VAL_FRACTION}); never on test data")
+    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period", "seeds_per_trial"):
         if getattr(sweep, key) < 1:
             raise ConfigError(f"{key}={getattr(sweep, key)}: must be >= 1")
     if sweep.cpus_per_worker <= 0 or sweep.gpus_per_worker < 0:
@@ -177,6 +188,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
             workers_per_trial=sweep.workers_per_trial, cpus_per_worker=sweep.cpus_per_worker,
             gpus_per_worker=sweep.gpus_per_worker, max_failures=sweep.max_failures,
             save_merged=sweep.save_merged, kill_worker_at_stage=sweep.kill_worker_at_stage,
+            seeds_per_trial=sweep.seeds_per_trial,
         )
         trainable = tune.with_resources(tune.with_parameters(trial_driver, settings=settings), {"cpu": 0.01})
         experiment_path = f"{storage.rstrip('/')}/{name}"
@@ -216,14 +228,14 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
 
     fixed = {"variant": base.variant, "semantics": base.semantics}
     if sweep.objective == "pareto":
-        metric, mode = ["accuracy", "stored_parameters"], ["max", "min"]
+        metric, mode = ["val_accuracy", "stored_parameters"], ["max", "min"]
         if sweep.scheduler == "asha":
             log("objective=pareto: Optuna cannot prune multi-objective studies, so this sweep runs without ASHA")
         scheduler = None
     else:
-        metric, mode = "accuracy", "max"
+        metric, mode = "val_accuracy", "max"
         scheduler = None if sweep.scheduler == "none" else ASHAScheduler(
-            time_attr="stages_done", metric=sweep.asha_metric, mode="max", max_t=num_stages,
+            time_attr="stages_done", metric=f"val_{sweep.asha_metric}", mode="max", max_t=num_stages,
             grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
             stop_last_trials=False,  # the default stops trials at their final report and leaks (RAY-NOTES §2)
         )
@@ -261,6 +273,12 @@ def _latest_sweep(storage: str) -> str:
     return folders[-1].name
 
 
+def _score(row: dict, key: str) -> str:
+    """A mean score, with its spread over the trial's seeds when it ran several."""
+    spread = row.get(f"{key}_std")
+    return f"{row[key]:.2%}" + (f" ± {spread:.2%}" if spread is not None and spread == spread else "")
+
+
 def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log) -> dict:
     """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command."""
     statuses = {}
@@ -283,10 +301,12 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
                "training_seconds": sum(r.get("stage_seconds", 0.0) for r in table),
                "stage_epochs": sum(int(r.get("optim.epochs", 0)) for r in table)}
     if finished:
-        best = max(finished, key=lambda r: r["accuracy"])
+        best = max(finished, key=lambda r: r["val_accuracy"])  # selected on validation, reported on test
         summary["best"] = {k: v for k, v in best.items()}
-        log(f"\nbest finished trial {best['trial']} (MLflow run {best['run_id']}): final accuracy "
-            f"{best['accuracy']:.2%}")
+        log(f"\nbest finished trial {best['trial']} (MLflow run {best['run_id']}), selected on validation: "
+            f"val accuracy {_score(best, 'val_accuracy')}; its test accuracy {_score(best, 'test_accuracy')}, "
+            f"test AAA {_score(best, 'test_average_incremental_accuracy')}, "
+            f"test forgetting {_score(best, 'test_forgetting')}")
         searched = [p.key for p in params if p.kind != "value" and p.applies_to(best)]
         if "variant" not in searched:  # fixed by the variant's own space, still worth naming
             searched.append("variant")
@@ -299,9 +319,10 @@ def _finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir
         if sweep.objective == "pareto":
             front = pareto_front(finished)
             summary["pareto_front"] = front
-            log("\nPareto front (max accuracy, min stored parameters):")
+            log("\nPareto front (max val accuracy, min stored parameters; test accuracy alongside):")
             for r in front:
-                log(f"  {r['trial']}: accuracy {r['accuracy']:.2%}, stored parameters {int(r['stored_parameters']):,}")
+                log(f"  {r['trial']}: val accuracy {r['val_accuracy']:.2%}, test accuracy {r['test_accuracy']:.2%}, "
+                    f"stored parameters {int(r['stored_parameters']):,}")
     else:
         log("\nno trial finished all stages")
     if sweep.variant == "all":

@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from slora.config import SPLIT_SCORES
+
+# val_/test_ scores, their spread over a trial's seeds (`_std`, seeds_per_trial > 1), and the rest of a stage
 STAGE_METRICS = (
-    "accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy",
+    *SPLIT_SCORES, *(f"{score}_std" for score in SPLIT_SCORES),
     "stored_parameters", "stage_seconds", "train_loss", "rank", "absorbed",
 )
 TRIAL_TAG = "ray_trial_id"

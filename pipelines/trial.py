@@ -28,6 +28,7 @@ class TrialSettings:
     max_failures: int
     save_merged: str  # every | last | none
     kill_worker_at_stage: int = 0  # fault drill: rank 0 SIGKILLs itself once at the start of this stage
+    seeds_per_trial: int = 1  # the trial runs its config on this many seeds and reports their mean
 
 
 def trial_config(settings: TrialSettings, sampled: dict):
@@ -58,6 +59,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
             "run_id": run_id,
             "save_merged": settings.save_merged,
             "kill_worker_at_stage": settings.kill_worker_at_stage,
+            "seeds_per_trial": settings.seeds_per_trial,
             "threads": max(1, int(settings.cpus_per_worker)),
         },
         scaling_config=ray.train.ScalingConfig(

@@ -23,6 +23,7 @@ from slora.data import load_benchmark
 from slora.export import load_adapter, save_adapter
 from slora.overrides import config_from_dict
 from slora.runner import save_merged_stage
+from slora.seeds import mean_over_seeds, seed_config
 
 from . import tracking
 
@@ -31,7 +32,12 @@ NODE_TAG = "ray_node_id"
 
 
 def train_worker(config: dict) -> None:
-    """One DDP rank of a trial: restore the last committed stage, then train, log, report stage by stage."""
+    """One DDP rank of a trial: restore the last committed stage, then train, log, report stage by stage.
+
+    With seeds_per_trial = K the trial is K continual runs of its config (slora.seeds) advanced stage by stage
+    together: every report carries their mean (and `_std`), which ASHA and Optuna read; rank 0 logs seed 0's
+    accuracy matrix and merged model.
+    """
     import ray
     import ray.train
     import ray.train.torch
@@ -39,9 +45,9 @@ def train_worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    cfg = config_from_dict(config["run"])
     device = ray.train.torch.get_device()
-    run = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
+    runs = _seed_runs(config_from_dict(config["run"]), config["seeds_per_trial"], device, rank, world)
+    run = runs[0]
     if rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
         tracking.client(config["tracking_uri"]).set_tag(config["run_id"], NODE_TAG,
                                                          ray.get_runtime_context().get_node_id())
@@ -49,31 +55,46 @@ def train_worker(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state, meta = load_adapter(Path(folder) / ADAPTER_FILE)
-            run.restore(state, ContinualState(**meta["continual"]))
+            for s, seed_run in enumerate(runs):
+                prefix = f"seed{s}/"
+                seed_run.restore({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                 ContinualState(**meta["continual"][s]))
         if run.state.stages_done == run.num_stages:
             # Every stage was committed, but Tune may not have recorded the end (a sweep interrupted just after it,
             # then resumed): report the last stage again, without training or logging, so it counts as finished.
-            ray.train.report(_tune_metrics(run.state.results[-1], run.num_stages))
+            ray.train.report(_tune_metrics(mean_over_seeds([r.state.results[-1] for r in runs]), run.num_stages))
     while run.state.stages_done < run.num_stages:
         _fault_drill(config, run.state.stages_done + 1, rank)
-        result = run.run_stage()
-        metrics = _tune_metrics(result.metrics(), result.stage)
-        if rank == 0 and result.stage == 1:  # which folder / class id each label position is
+        results = [seed_run.run_stage() for seed_run in runs]
+        stage = results[0].stage
+        metrics = _tune_metrics(mean_over_seeds([r.metrics() for r in results]), stage)
+        if rank == 0 and stage == 1:  # which folder / class id each label position is
             tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
         if rank == 0:  # log before report: a scheduler may stop the trial at the report
-            merged = _merged_folder(config["save_merged"], run, result.stage)
-            tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, result.stage,
-                               run.accuracy_matrix(), merged)
+            merged = _merged_folder(config["save_merged"], run, stage)
+            tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, stage,
+                               run.accuracy_matrix("test"), merged)
             if merged is not None:
                 shutil.rmtree(merged, ignore_errors=True)
         with tempfile.TemporaryDirectory() as folder:
             stage_checkpoint = None
             if rank == 0:
-                save_adapter(run.model.adapter_state(), Path(folder) / ADAPTER_FILE,
-                             {"continual": asdict(run.state), "stage": result.stage})
+                state = {f"seed{s}/{k}": v for s, r in enumerate(runs) for k, v in r.model.adapter_state().items()}
+                save_adapter(state, Path(folder) / ADAPTER_FILE,
+                             {"continual": [asdict(r.state) for r in runs], "stage": stage})
                 stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{result.stage:02d}")
+            ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{stage:02d}")
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+
+def _seed_runs(cfg, seeds: int, device, rank: int, world: int) -> list[ContinualRun]:
+    first = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
+    runs = [first]
+    for s in range(1, seeds):
+        seeded = seed_config(cfg, s, first.bench.order_seed)
+        runs.append(ContinualRun(seeded, load_benchmark(seeded.data), device=device, rank=rank, world=world,
+                                 wrap=_ddp(world, device)))
+    return runs
 
 
 def _tune_metrics(stage_metrics: dict, stage: int) -> dict:

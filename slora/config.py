@@ -81,7 +81,20 @@ class DataConfig:
     augment: Literal["auto", "none", "crop_flip"] = "auto"
     max_train_per_class: int = 0  # 0: all; a cap for quick runs and tests
     max_test_per_class: int = 0
+    # Share of each class's training images held out as a validation split for model selection (seeded by the
+    # class, so every run and trial holds out the same images; carved before max_train_per_class). 0: off, as in
+    # pipelines/run.py; sweeps default to SWEEP_VAL_FRACTION and refuse 0, since they must never select on test data.
+    val_fraction: float = 0.0
+    # '' : all; else a file of class folder names (one per line) or a comma list; benchmarks whose loader supports it
+    classes: str = ""
     cache_dir: str = ""  # decoded-data cache ('' : $SLORA_CACHE_DIR, else ~/.cache/slora-sweep)
+
+
+SWEEP_VAL_FRACTION = 0.1
+# What every stage scores, on each split: `val_<score>` (when a validation split exists) and `test_<score>`.
+SCORES = ("accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy")
+SPLITS = ("val", "test")
+SPLIT_SCORES = tuple(f"{split}_{score}" for split in SPLITS for score in SCORES)
 
 
 @dataclass
@@ -139,7 +152,7 @@ def _adam(lr: float, batch_size: int, epochs: int) -> dict[str, object]:
 # Every benchmark a config may name. slora.data.catalog maps each to its loader (a test keeps the two equal); the
 # names live here so that validating a config, as every Ray trial driver does, imports neither torch nor a loader.
 BENCHMARK_NAMES = ("digits", "imagefolder", "omniglot", "omniglot_background", "cifar100", "imagenet_r_5",
-                   "imagenet_r_10", "imagenet_r_20", "imagenet_a", "domainnet", "cub")
+                   "imagenet_r_10", "imagenet_r_20", "imagenet_a", "domainnet", "cub", "tinyimagenet")
 
 
 def check_benchmark_name(name: str) -> None:
@@ -161,4 +174,12 @@ BENCHMARK_PRESETS: dict[str, dict[str, object]] = {
     "cifar100": _official(8e-3, 20),  # sdlora_c100.json: milestones never reached, i.e. constant
     "domainnet": _official(2e-2, 10, milestones=(4, 6, 8), lr_decay=0.005),  # sdlora_dom.json
     "cub": _official(1e-2, 20),  # no official json for CUB: ImageNet-R's settings
+    # Not a paper benchmark: a CPU-sized protocol on the shared ViT-Ti, 112 px with its position embeddings
+    # resampled from 224 (image_size=224 on a GPU), pixels in [0,1] as the official code feeds them.
+    "tinyimagenet": {
+        "backbone.name": "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "backbone.pretrained": True,
+        "backbone.embed_dim": 0, "backbone.depth": 0, "backbone.num_heads": 0, "backbone.patch_size": 0,
+        "optim.optimizer": "sgd", "optim.lr_direction": 1e-2, "optim.lr_magnitude": 1e-2, "optim.lr_head": 1e-2,
+        "optim.batch_size": 32, "optim.epochs": 3,
+    },
 }

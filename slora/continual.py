@@ -31,11 +31,10 @@ EVAL_BATCH = 256
 @dataclass
 class StageResult:
     stage: int  # 1-based, the MLflow step
-    accuracy: float  # all seen classes, sample-weighted
-    accuracy_old: float  # classes of earlier tasks (NaN at stage 1)
-    accuracy_new: float  # this task's classes
-    forgetting: float
-    average_incremental_accuracy: float
+    # `<split>_<score>` for each split the benchmark has (slora.config.SPLIT_SCORES): accuracy over all seen
+    # classes (sample-weighted), accuracy_old (earlier tasks' classes; NaN at stage 1), accuracy_new, forgetting,
+    # average_incremental_accuracy
+    scores: dict[str, float]
     stored_parameters: int
     stage_seconds: float
     train_loss: float
@@ -43,7 +42,8 @@ class StageResult:
     absorbed: bool  # KD absorbed this task's direction into the old magnitudes
 
     def metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        plain = {k: float(v) for k, v in asdict(self).items() if k != "scores"}
+        return {"stage": plain.pop("stage"), **self.scores, **plain}
 
 
 @dataclass
@@ -51,8 +51,8 @@ class ContinualState:
     """What a stage-boundary checkpoint holds besides the adapter tensors."""
 
     stages_done: int = 0
-    block_accuracy: list[list[float]] = field(default_factory=list)  # [stage][task block]
-    curve: list[float] = field(default_factory=list)
+    block_accuracy: dict[str, list[list[float]]] = field(default_factory=dict)  # split -> [stage][task block]
+    curve: dict[str, list[float]] = field(default_factory=dict)  # split -> accuracy after each stage
     results: list[dict] = field(default_factory=list)
 
 
@@ -123,31 +123,29 @@ class ContinualRun:
 
     def _evaluate(self, merged: nn.Module, stage: int, rank: int, absorbed: bool, loss: float,
                   seconds: float) -> StageResult:
-        images, labels = self.bench.test_split_seen(stage)
-        predictions = predict(merged, (self._normalise(x) for x in eval_batches(images, EVAL_BATCH, self.device)))
-        blocks = block_accuracies(predictions, labels, self.bench.task_sizes)
-        self.state.block_accuracy.append(blocks[: stage + 1])
-        acc = accuracy(predictions, labels)
-        self.state.curve.append(acc)
-        old = labels < self.bench.task_classes(stage).start
-        return StageResult(
-            stage=stage + 1,
-            accuracy=acc,
-            accuracy_old=accuracy(predictions[old], labels[old]),
-            accuracy_new=accuracy(predictions[~old], labels[~old]),
-            forgetting=forgetting(self.accuracy_matrix(), stage),
-            average_incremental_accuracy=average_incremental_accuracy(self.state.curve),
-            stored_parameters=self.model.stored_parameters(),
-            stage_seconds=seconds,
-            train_loss=loss,
-            rank=rank,
-            absorbed=absorbed,
-        )
+        scores = {}
+        for split in self.bench.splits:
+            images, labels = self.bench.split_seen(split, stage)
+            predictions = predict(merged, (self._normalise(x) for x in eval_batches(images, EVAL_BATCH, self.device)))
+            blocks = block_accuracies(predictions, labels, self.bench.task_sizes)
+            self.state.block_accuracy.setdefault(split, []).append(blocks[: stage + 1])
+            curve = self.state.curve.setdefault(split, [])
+            curve.append(accuracy(predictions, labels))
+            old = labels < self.bench.task_classes(stage).start
+            scores.update({
+                f"{split}_accuracy": curve[-1],
+                f"{split}_accuracy_old": accuracy(predictions[old], labels[old]),
+                f"{split}_accuracy_new": accuracy(predictions[~old], labels[~old]),
+                f"{split}_forgetting": forgetting(self.accuracy_matrix(split), stage),
+                f"{split}_average_incremental_accuracy": average_incremental_accuracy(curve),
+            })
+        return StageResult(stage=stage + 1, scores=scores, stored_parameters=self.model.stored_parameters(),
+                           stage_seconds=seconds, train_loss=loss, rank=rank, absorbed=absorbed)
 
-    def accuracy_matrix(self) -> list[list[float]]:
-        """matrix[j][k]: accuracy on task j's classes after stage k (NaN where j > k)."""
+    def accuracy_matrix(self, split: str = "test") -> list[list[float]]:
+        """matrix[j][k]: accuracy on task j's classes of the split after stage k (NaN where j > k)."""
         n = self.num_stages
-        done = self.state.block_accuracy
+        done = self.state.block_accuracy.get(split, [])
         return [[done[k][j] if k < len(done) and j < len(done[k]) else math.nan for k in range(n)] for j in range(n)]
 
 

@@ -196,6 +196,8 @@ def validate(cfg: RunConfig) -> None:
         if len(entry) != 2 or entry[0] < 0 or entry[1] <= 0:
             raise ConfigError(f"adapter.rank_schedule={cfg.adapter.rank_schedule!r}: give (from_task>=0, rank>0) "
                               f"pairs, e.g. [[4,8],[8,6]]")
+    if not 0 <= cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction}: must lie in [0, 1) (0: no validation split)")
     if cfg.adapter.kd_threshold < 0:
         raise ConfigError(f"adapter.kd_threshold={cfg.adapter.kd_threshold}: must be >= 0")
     bad = [t for t in cfg.adapter.targets if t not in ("q", "k", "v")]

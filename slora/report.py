@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 
-# (key, title, format); a missing or NaN value prints as '-'
+# (key, title, format); a missing or NaN value prints as '-' (val_ columns when a run has no validation split)
 STAGE_COLUMNS = (
     ("stage", "stage", "{:>5.0f}"),
-    ("accuracy", "acc", "{:>6.2%}"),
-    ("accuracy_old", "old", "{:>6.2%}"),
-    ("accuracy_new", "new", "{:>6.2%}"),
-    ("forgetting", "forget", "{:>6.2%}"),
-    ("average_incremental_accuracy", "AAA", "{:>6.2%}"),
+    ("val_accuracy", "val acc", "{:>7.2%}"),
+    ("val_average_incremental_accuracy", "val AAA", "{:>7.2%}"),
+    ("test_accuracy", "test acc", "{:>8.2%}"),
+    ("test_accuracy_old", "old", "{:>6.2%}"),
+    ("test_accuracy_new", "new", "{:>6.2%}"),
+    ("test_forgetting", "forget", "{:>6.2%}"),
+    ("test_average_incremental_accuracy", "test AAA", "{:>8.2%}"),
     ("rank", "rank", "{:>4.0f}"),
     ("stored_parameters", "adapter params", "{:>14,.0f}"),
     ("stage_seconds", "seconds", "{:>7.1f}"),

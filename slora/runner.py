@@ -44,8 +44,11 @@ def run_continual(cfg: RunConfig, log=print) -> dict:
     results = summarise(cfg, run)
     (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
     log(stage_table(run.state.results))
-    log(f"final accuracy {results['final_accuracy']:.2%}  AAA {results['average_incremental_accuracy']:.2%}  "
-        f"forgetting {results['forgetting']:.2%}  -> {out_dir / 'results.json'}")
+    for split in bench.splits:
+        log(f"final {split}: accuracy {results[f'final_{split}_accuracy']:.2%}  "
+            f"AAA {results[f'final_{split}_average_incremental_accuracy']:.2%}  "
+            f"forgetting {results[f'final_{split}_forgetting']:.2%}")
+    log(f"-> {out_dir / 'results.json'}")
     return results
 
 
@@ -65,15 +68,22 @@ def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
     return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
 
 
+# Bumped whenever a change alters what a run produces for the same config (v2: plain sequential LoRA under
+# semantics=paper, exact KD absorption, val_/test_ scores): a study reuses only results of the current version.
+RESULTS_VERSION = 2
+FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")
+
+
 def summarise(cfg: RunConfig, run: ContinualRun) -> dict:
+    """results.json: final_<split>_<score>, each split's curve and accuracy matrix, the full resolved config."""
     last = run.state.results[-1]
+    splits = run.bench.splits
     return {
-        "final_accuracy": last["accuracy"],
-        "average_incremental_accuracy": last["average_incremental_accuracy"],
-        "forgetting": last["forgetting"],
+        "results_version": RESULTS_VERSION,
+        **{f"final_{split}_{score}": last[f"{split}_{score}"] for split in splits for score in FINAL_SCORES},
         "stored_parameters": last["stored_parameters"],
-        "accuracy_curve": run.state.curve,
-        "accuracy_matrix": run.accuracy_matrix(),
+        **{f"{split}_accuracy_curve": run.state.curve[split] for split in splits},
+        **{f"{split}_accuracy_matrix": run.accuracy_matrix(split) for split in splits},
         "stages": run.state.results,
         "class_order": run.bench.class_order,
         "class_names": [run.bench.class_names[c] for c in run.bench.class_order],

@@ -39,7 +39,7 @@ SMALL = ["variant=slora", "max_train_per_class=20", "max_test_per_class=10", "sc
 FIXED = ["space.adapter.rank=4", "space.optim.lr_magnitude=0.01", "space.optim.lr_direction=0.003",
          "space.adapter.magnitude_init=0.8", "space.adapter.normaliser=factor_norms",
          "space.adapter.carry_magnitudes=false"]
-FINAL_METRICS = ("accuracy", "forgetting", "average_incremental_accuracy")
+FINAL_METRICS = ("test_accuracy", "test_forgetting", "test_average_incremental_accuracy")
 
 
 def free_port() -> int:

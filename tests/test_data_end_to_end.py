@@ -41,7 +41,7 @@ def test_run_on_an_imagefolder_with_a_local_timm_folder_backbone(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert len(results["accuracy_curve"]) == 2
+    assert len(results["test_accuracy_curve"]) == 2
     assert results["class_names"] and set(results["class_names"]) == {f"class{c}" for c in range(4)}
     assert (tmp_path / "run" / "merged" / "stage_02" / "model.safetensors").is_file()
     evaluated = subprocess.run(
@@ -50,7 +50,7 @@ def test_run_on_an_imagefolder_with_a_local_timm_folder_backbone(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == results["final_accuracy"]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == results["final_test_accuracy"]
 
 
 def test_a_backbone_folder_saved_at_another_image_size_loads_with_resampled_positions(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from pipelines.evaluate import evaluate_checkpoint, run_data_config
 from tiny import PYTHON, ROOT
 
-RESULT_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "accuracy_matrix", "class_order",
-               "config"}
+RESULT_KEYS = {"final_test_accuracy", "final_test_average_incremental_accuracy", "final_test_forgetting",
+               "test_accuracy_matrix", "class_order", "config", "results_version"}
 
 
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def digits_run(tmp_path_factory):
 def test_run_writes_results_with_every_summary_key(digits_run):
     _, results = digits_run
     assert RESULT_KEYS <= results.keys()
-    assert len(results["accuracy_matrix"]) == 5 and sorted(results["class_order"]) == list(range(10))
+    assert len(results["test_accuracy_matrix"]) == 5 and sorted(results["class_order"]) == list(range(10))
     assert results["config"]["variant"] == "slora_pp" and results["config"]["data"]["class_order_seed"] == 7
 
 
@@ -49,7 +49,7 @@ def test_run_saves_a_merged_folder_per_stage(digits_run):
 def test_evaluate_reproduces_the_final_accuracy_exactly(digits_run):
     out, results = digits_run
     printed = run_script("evaluate.py", f"checkpoint={out / 'merged' / 'stage_05'}", "benchmark=digits", "device=cpu")
-    assert json.loads(printed.stdout.strip().splitlines()[-1])["accuracy"] == results["final_accuracy"]
+    assert json.loads(printed.stdout.strip().splitlines()[-1])["accuracy"] == results["final_test_accuracy"]
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_evaluate_reproduces_an_intermediate_stage_with_the_runs_class_order(dig
     folder = out / "merged" / "stage_03"
     data = run_data_config(folder)
     assert data.class_order_seed == 7
-    assert evaluate_checkpoint(folder, data, "cpu")["accuracy"] == results["stages"][2]["accuracy"]
+    assert evaluate_checkpoint(folder, data, "cpu")["accuracy"] == results["stages"][2]["test_accuracy"]
 
 
 @pytest.mark.slow

@@ -120,21 +120,21 @@ def test_concurrency_never_oversubscribes_cores():
 
 
 def test_pareto_front_keeps_only_non_dominated_finished_trials():
-    rows = [{"trial": "a", "accuracy": 0.9, "stored_parameters": 100},
-            {"trial": "b", "accuracy": 0.8, "stored_parameters": 50},
-            {"trial": "c", "accuracy": 0.7, "stored_parameters": 80}]
+    rows = [{"trial": "a", "val_accuracy": 0.9, "stored_parameters": 100},
+            {"trial": "b", "val_accuracy": 0.8, "stored_parameters": 50},
+            {"trial": "c", "val_accuracy": 0.7, "stored_parameters": 80}]
     assert [r["trial"] for r in pareto_front(rows)] == ["a", "b"]
 
 
 def test_best_per_variant_counts_only_trials_that_finished_every_stage():
-    rows = [{"trial": "t1", "variant": "slora", "status": "finished", "stage": 1, "accuracy": 0.9},
-            {"trial": "t1", "variant": "slora", "status": "finished", "stage": 2, "accuracy": 0.5},
-            {"trial": "t2", "variant": "slora", "status": "pruned", "stage": 1, "accuracy": 0.95},
-            {"trial": "t3", "variant": "seq_lora", "status": "pruned", "stage": 1, "accuracy": 0.99}]
+    rows = [{"trial": "t1", "variant": "slora", "status": "finished", "stage": 1, "val_accuracy": 0.9},
+            {"trial": "t1", "variant": "slora", "status": "finished", "stage": 2, "val_accuracy": 0.5},
+            {"trial": "t2", "variant": "slora", "status": "pruned", "stage": 1, "val_accuracy": 0.95},
+            {"trial": "t3", "variant": "seq_lora", "status": "pruned", "stage": 1, "val_accuracy": 0.99}]
     seq_lora, slora = best_per_variant(rows, num_stages=2)
     assert (seq_lora["variant"], seq_lora["trials"], seq_lora["finished"]) == ("seq_lora", 1, 0)
-    assert seq_lora["accuracy"] is None
-    assert (slora["trials"], slora["finished"], slora["best_trial"], slora["accuracy"]) == (2, 1, "t1", 0.5)
+    assert seq_lora["val_accuracy"] is None
+    assert (slora["trials"], slora["finished"], slora["best_trial"], slora["val_accuracy"]) == (2, 1, "t1", 0.5)
 
 
 # -- real sweeps ---------------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     for child in children:
         assert "adapter.rank" in child.data.params and "data.benchmark" in child.data.params
-        history = client.get_metric_history(child.info.run_id, "accuracy")
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
         steps = [m.step for m in history]
         assert len(steps) == len(set(steps)), "one metric value per stage"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -186,12 +186,13 @@ def test_killed_worker_resumes_from_last_finished_stage(tmp_path):
     (child,) = children
     history = client.get_metric_history(child.info.run_id, "stage_seconds")
     assert sorted(m.step for m in history) == [1, 2, 3], "stage 1 was not trained again after the kill"
-    killed_final = {k: client.get_metric_history(child.info.run_id, k)[-1].value for k in ("accuracy", "forgetting")}
+    scores = ("val_accuracy", "test_accuracy", "test_forgetting")
+    killed_final = {k: client.get_metric_history(child.info.run_id, k)[-1].value for k in scores}
     # The same trial config and seed, uninterrupted, in this process (one torch thread, as a 0.49-CPU worker).
     params = {k: v for k, v in child.data.params.items() if k in field_paths(RunConfig) and k != "out_dir"}
     clean = run_continual(build_config({**params, "save_merged": "none", "out_dir": str(tmp_path / "clean")}),
                           log=lambda *_: None)
-    assert killed_final == {"accuracy": clean["final_accuracy"], "forgetting": clean["forgetting"]}
+    assert killed_final == {k: clean[f"final_{k}"] for k in scores}
 
 
 @pytest.mark.slow
@@ -215,7 +216,7 @@ def test_pareto_sweep_over_all_variants_runs_without_asha_and_prints_its_front(t
     assert [c.data.tags.get("slora.status") for c in children] == ["finished", "finished"]
     table = pq.read_table(tmp_path / "runs" / "pareto" / "results.parquet").to_pylist()
     expected = [r["trial"] for r in pareto_front([r for r in table if r["stage"] == 2])]
-    printed = done.stdout.split("Pareto front (max accuracy, min stored parameters):")[1].splitlines()
+    printed = done.stdout.split("Pareto front (max val accuracy, min stored parameters; test accuracy alongside):")[1].splitlines()
     assert [line.split(":")[0].strip() for line in printed[1:1 + len(expected)]] == expected
     assert not printed[1 + len(expected)].startswith("  trial_")
     per_variant = done.stdout.split("best finished trial per variant:")[1].splitlines()[3:3 + 2]
@@ -267,10 +268,10 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     from pipelines.bench_asha import replay_asha
 
     def curve(stage1, final):
-        return {1: {"accuracy": stage1, "optim.epochs": "1"}, 2: {"accuracy": final}, 3: {"accuracy": final}}
+        return {1: {"val_accuracy": stage1, "optim.epochs": "1"}, 2: {"val_accuracy": final}, 3: {"val_accuracy": final}}
 
     curves = {"a": curve(0.9, 0.3), "b": curve(0.5, 0.8), "c": curve(0.95, 0.4)}
     # Rungs at stage 1 only (1 * 3 is not below 3 stages). a passes (first there), b is below a and stops although
     # it would have won, c beats the 2/3 quantile of {a, b} and goes on: 7 of 9 stage-epochs, best c.
-    saved, best = replay_asha(curves, ["a", "b", "c"], 3, "accuracy", grace=1, reduction=3)
+    saved, best = replay_asha(curves, ["a", "b", "c"], 3, "val_accuracy", grace=1, reduction=3)
     assert best == "c" and saved == pytest.approx(2 / 9)

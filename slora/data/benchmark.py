@@ -19,6 +19,14 @@ class Benchmark:
     class_names: list[str]  # names of the original class ids
     task_sizes: list[int]  # classes per task, in order
     augment: str = "none"  # "none" or "crop_flip" (RandomResizedCrop + flip, applied on tensors)
+    order_seed: int = -1  # the seed class_order drew class_order from
+    val_images: torch.Tensor | None = None  # held out of the training images (DataConfig.val_fraction)
+    val_labels: torch.Tensor | None = None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits every stage is scored on."""
+        return ("test",) if self.val_labels is None else ("val", "test")
 
     @property
     def num_tasks(self) -> int:
@@ -40,9 +48,11 @@ class Benchmark:
         mask = (self.train_labels >= classes.start) & (self.train_labels < classes.stop)
         return self.train_images[mask], self.train_labels[mask]
 
-    def test_split_seen(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = self.test_labels < self.seen_classes(task)
-        return self.test_images[mask], self.test_labels[mask]
+    def split_seen(self, split: str, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The val or test images of every class seen up to ``task``."""
+        images, labels = (self.val_images, self.val_labels) if split == "val" else (self.test_images, self.test_labels)
+        mask = labels < self.seen_classes(task)
+        return images[mask], labels[mask]
 
     def as_joint(self) -> "Benchmark":
         """The same data as one task holding every class (the `joint` upper bound)."""

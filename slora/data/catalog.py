@@ -7,9 +7,10 @@ from typing import Callable
 import torch
 
 from ..config import DataConfig, check_benchmark_name
-from . import digits, omniglot, paper
+from . import digits, omniglot, paper, tinyimagenet
 from .benchmark import Benchmark
 from .imagefolder import load_imagefolder
+from .validation import hold_out_validation
 
 BENCHMARKS: dict[str, Callable[[DataConfig], Benchmark]] = {
     "digits": digits.load,
@@ -18,14 +19,21 @@ BENCHMARKS: dict[str, Callable[[DataConfig], Benchmark]] = {
     "omniglot_background": omniglot.loader("omniglot_background"),
     "cifar100": paper.load_cifar100,
     **{name: paper.folder_loader(name) for name in paper.FOLDER_BENCHMARKS},
+    "tinyimagenet": tinyimagenet.load,
 }
+SUBSET_BENCHMARKS = ("tinyimagenet",)  # whose loaders read DataConfig.classes
 
 
 def load_benchmark(cfg: DataConfig) -> Benchmark:
     check_benchmark_name(cfg.benchmark)
+    if cfg.classes and cfg.benchmark not in SUBSET_BENCHMARKS:  # silently training on every class would mislead
+        raise ValueError(f"classes={cfg.classes}: benchmark={cfg.benchmark} does not take a class subset; "
+                         f"benchmarks that do: {', '.join(SUBSET_BENCHMARKS)}")
     bench = BENCHMARKS[cfg.benchmark](cfg)
     if cfg.augment != "auto":
         bench.augment = cfg.augment
+    if cfg.val_fraction > 0:  # before the caps: a quick run holds out what a full one does
+        bench = hold_out_validation(bench, cfg.val_fraction)
     if cfg.max_train_per_class or cfg.max_test_per_class:
         bench = _cap_per_class(bench, cfg.max_train_per_class, cfg.max_test_per_class)
     return bench

@@ -36,4 +36,5 @@ def load(cfg: DataConfig) -> Benchmark:
         class_order=order,
         class_names=[str(i) for i in range(10)],
         task_sizes=sizes,
+        order_seed=seed,
     )

@@ -151,5 +151,6 @@ def make_benchmark(
         class_order=order,
         class_names=list(class_names),
         task_sizes=sizes,
+        order_seed=seed,
         augment=default_augment,  # load_benchmark applies DataConfig.augment when it is not "auto"
     )

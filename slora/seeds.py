@@ -1,0 +1,33 @@
+"""One config on several seeds: seed s trains with seed + s and meets the classes in another order.
+
+Used by sweeps (`seeds_per_trial`) and the accuracy study, so a trial's mean and a study row mean the same thing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+from .config import SPLIT_SCORES, RunConfig
+
+
+def seed_config(cfg: RunConfig, s: int, order_seed: int) -> RunConfig:
+    """Seed s of ``cfg``: training seed cfg.seed + s, class order seed order_seed + s (order_seed: the seed the
+    benchmark's own class order was drawn from, `Benchmark.order_seed`)."""
+    if s == 0:
+        return cfg
+    return replace(cfg, seed=cfg.seed + s, data=replace(cfg.data, class_order_seed=order_seed + s))
+
+
+def mean_over_seeds(stages: list[dict]) -> dict[str, float]:
+    """One stage's metrics of every seed -> their mean, with `<score>_std` (sample std) for each val_/test_ score
+    when there are several seeds. Stage seconds add up: they are what the trial paid."""
+    if len(stages) == 1:
+        return dict(stages[0])
+    out = {}
+    for key in stages[0]:
+        values = [float(stage[key]) for stage in stages]
+        out[key] = sum(values) if key == "stage_seconds" else statistics.fmean(values)
+        if key in SPLIT_SCORES:
+            out[f"{key}_std"] = statistics.stdev(values)
+    return out
