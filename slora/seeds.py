@@ -5,7 +5,7 @@ Used by sweeps (`seeds_per_trial`) and the accuracy study, so a trial's mean and
 
 from __future__ import annotations
 
-import statistics
+import math
 from dataclasses import replace
 
 from .config import SPLIT_SCORES, RunConfig
@@ -27,7 +27,8 @@ def mean_over_seeds(stages: list[dict]) -> dict[str, float]:
     out = {}
     for key in stages[0]:
         values = [float(stage[key]) for stage in stages]
-        out[key] = sum(values) if key == "stage_seconds" else statistics.fmean(values)
+        mean = math.fsum(values) / len(values)  # NaN stays NaN (old-class accuracy at stage 1)
+        out[key] = math.fsum(values) if key == "stage_seconds" else mean
         if key in SPLIT_SCORES:
-            out[f"{key}_std"] = statistics.stdev(values)
+            out[f"{key}_std"] = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
     return out

@@ -41,6 +41,10 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "num_samples=0"], "num_samples=0"),
         (["variant=slora", "objective=best"], "choose one of accuracy, pareto"),
         (["variant=slora", "benchmark=cifar100", "data_root=/nonexistent"], "data_root=/nonexistent: no CIFAR-100"),
+        (["variant=slora", "seeds_per_trial=0"], "seeds_per_trial=0: must be >= 1"),
+        (["variant=slora", "val_fraction=0"], "val_fraction=0: a sweep selects on a validation split"),
+        (["variant=slora", "val_fraction=0.999"], "val_fraction=0.999: class '\\d' has"),
+        (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"], "reads either the Tiny-ImageNet release"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
                                                 "average_incremental_accuracy, accuracy"),
     ],

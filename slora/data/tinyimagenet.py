@@ -35,7 +35,12 @@ SHIPPED = Path(__file__).parent  # class lists shipped with the package (tinyima
 
 
 def load(cfg: DataConfig) -> Benchmark:
-    caps = {"train": cfg.max_train_per_class, "test": cfg.max_test_per_class}
+    root = Path(cfg.data_root or TINYIMAGENET.default_root).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"data_root={root}: no such folder; benchmark=tinyimagenet reads either {RELEASE_LAYOUT} or "
+                         f"{FOLDER_LAYOUT}; the data comes from {TINYIMAGENET.source}")
+    # A validation split is carved from all of a class's training images, before the cap: then nothing is capped here
+    caps = {"train": 0 if cfg.val_fraction > 0 else cfg.max_train_per_class, "test": cfg.max_test_per_class}
     return load_imagefolder(cfg, spec=TINYIMAGENET, scan=partial(scan_tinyimagenet, classes=cfg.classes, caps=caps))
 
 
