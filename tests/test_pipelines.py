@@ -81,3 +81,8 @@ def test_study_reuses_a_finished_run_only_when_its_config_matches(tmp_path, caps
     assert "(reused)" in capsys.readouterr().out and results.stat().st_mtime_ns == written
     assert study([*args[:-1], "rank=4", f"out_dir={tmp_path}"]) == 0  # another config: trained again
     assert "(reused)" not in capsys.readouterr().out.splitlines()[0] and results.stat().st_mtime_ns != written
+    old = json.loads(results.read_text())
+    results.write_text(json.dumps({**old, "results_version": old["results_version"] - 1}))  # an older code's run
+    assert study([*args[:-1], "rank=4", f"out_dir={tmp_path}"]) == 0
+    assert "(reused)" not in capsys.readouterr().out.splitlines()[0]
+    assert (tmp_path / "study-curves.png").stat().st_size > 0
