@@ -2,7 +2,7 @@
 
 Ray's OptunaSearch reports an ASHA-stopped trial as COMPLETE with its last (early-stage) value. Early-stage
 accuracy in class-incremental learning is inflated (fewer classes), so TPE would chase it, and a trial stopped
-after stage 1 could sit on a Pareto front (RAY-NOTES §2). Here such trials are PRUNED.
+after stage 1 could sit on a Pareto front (docs/platform.md §6). Here such trials are PRUNED.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class SweepConfig:
     max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs fit
     workers_per_trial: int = 1
     # Fractional by default: on a 2-core laptop two single-worker trials then run side by side, and trial
-    # drivers (0.01 CPU each) can never starve the workers (RAY-NOTES §1).
+    # drivers (0.01 CPU each) can never starve the workers (docs/platform.md §3).
     cpus_per_worker: float = 0.49
     gpus_per_worker: float = 0.0  # fractions allowed (small models share a GPU)
     # Every selection reads the validation split (data.val_fraction, SWEEP_VAL_FRACTION unless set): the
@@ -109,7 +109,8 @@ def sweep_help() -> str:
     return ("Sweep keys:\n" + describe_keys(SweepConfig())
             + f"\n\nSearch spaces (variant=): {', '.join(available_spaces())} (search_spaces/*.yaml); "
             "space.KEY=[a,b] replaces a parameter's choices, space.KEY=x fixes it.\n\n"
-            "Every other key is a run override for every trial. " + run_keys_help())
+            f"Every other key is a run override for every trial; a sweep sets data.val_fraction={SWEEP_VAL_FRACTION} "
+            "unless given (selection reads val_ scores only). " + run_keys_help())
 
 
 def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict):
@@ -237,7 +238,7 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
         scheduler = None if sweep.scheduler == "none" else ASHAScheduler(
             time_attr="stages_done", metric=f"val_{sweep.asha_metric}", mode="max", max_t=num_stages,
             grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
-            stop_last_trials=False,  # the default stops trials at their final report and leaks (RAY-NOTES §2)
+            stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
         )
     searcher = StageAwareOptunaSearch(
         space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.seed, max_t=num_stages
@@ -249,7 +250,7 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
 def _init_ray(address: str) -> None:
     import ray
 
-    # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (RAY-NOTES §1).
+    # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (docs/platform.md §4).
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
            "RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})

@@ -2,7 +2,7 @@
 
 Plain MlflowClient calls (no autolog, no Ray callback): one child run per trial across Train restarts, metrics
 with step = stage (1-based), and the database and experiment created once in the main process before any
-trial starts (concurrent first writers race on sqlite's schema; ../shared/platform/RAY-NOTES.md §4).
+trial starts (concurrent first writers race on sqlite's schema; docs/platform.md §8).
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def trial_config(settings: TrialSettings, sampled: dict):
 
 
 def trial_driver(config: dict, settings: TrialSettings) -> None:
-    """The Tune trainable. Returns nothing: a returned dict would become an extra all-NaN result (RAY-NOTES §1)."""
+    """The Tune trainable. Returns nothing: a returned dict would become an extra all-NaN result
+    (docs/platform.md §2)."""
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer

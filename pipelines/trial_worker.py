@@ -3,7 +3,7 @@
 Each worker runs slora.continual.ContinualRun (the same stage loop as pipelines/run.py) under DDP. After every stage
 rank 0 logs to MLflow, then every rank reports (rank 0 with a safetensors checkpoint of the adapter state), then all
 wait until that checkpoint is committed: a killed worker resumes from the last finished stage, never an older one
-(../shared/platform/RAY-NOTES.md §3).
+(docs/platform.md §7).
 """
 
 from __future__ import annotations

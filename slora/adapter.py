@@ -1,6 +1,6 @@
 """S-LoRA directions on the fused ``attn.qkv`` projection of a timm ViT block.
 
-Notation follows ../shared/method/SD-LoRA.md: for each adapted projection (q or v of one block)
+Notation follows docs/method.md §1: for each adapted projection (q or v of one block)
 
     W = W0 + sum_k  m_k * U_k V_k / n_k   +   m_t * U_t V_t [/ n_t]
 
@@ -30,7 +30,7 @@ def direction_norm(up: torch.Tensor, down: torch.Tensor, normaliser: Normaliser)
     """The normaliser of one direction U V: official code ||U||_F ||V||_F, or the paper's ||U V||_F."""
     if normaliser == "factor_norms":
         return up.norm() * down.norm()
-    # ||UV||_F^2 = tr((U^T U)(V V^T)): r x r products, never the out x in matrix (§6).
+    # ||UV||_F^2 = tr((U^T U)(V V^T)): r x r products, never the out x in matrix (docs/method.md §3).
     return ((up.T @ up) * (down @ down.T)).sum().clamp_min(0).sqrt()
 
 
@@ -134,7 +134,8 @@ class QKVDirections(nn.Module):
     ) -> torch.Tensor:
         """<D_i, D_j>_F of the normalised directions [frozen..., current], summed over this layer's targets.
 
-        <U_i V_i, U_j V_j>_F is the sum of the (i, j) block of (U^T U) * (V V^T): O(d R^2), never out x in (§6).
+        <U_i V_i, U_j V_j>_F is the sum of the (i, j) block of (U^T U) * (V V^T): O(d R^2), never out x in
+        (docs/method.md §7).
         owner_onehot (R x K) maps each rank column to its direction.
         """
         total = owner_onehot.new_zeros(owner_onehot.shape[1], owner_onehot.shape[1])

@@ -1,7 +1,7 @@
 """Typed configuration of one continual run.
 
 Every choice that SD-LoRA's paper and its official code make differently is a field here
-(../shared/method/SD-LoRA.md §13). Defaults follow the official code, because its numbers are the ones
+(docs/method.md §12). Defaults follow the official code, because its numbers are the ones
 users compare against; ``semantics="paper"`` flips every such switch to the paper's reading.
 """
 
@@ -31,7 +31,7 @@ class AdapterConfig:
     # RR: (from_task, rank) pairs, 0-indexed tasks; before the first pair the rank is `rank`.
     # Official (commented-out code): tasks 0-3 -> 10, 4-7 -> 8, >=8 -> 6. A rank above `rank` is capped to it.
     rank_schedule: tuple[tuple[int, int], ...] = ((4, 8), (8, 6))
-    # KD: absorb a new direction when the joint least-squares residual is at most this (a norm, §6)
+    # KD: absorb a new direction when the joint least-squares residual is at most this (a norm, docs/method.md §7)
     kd_threshold: float = 9e-4
 
 
@@ -114,7 +114,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
-# What semantics=paper changes (SD-LoRA.md §13); anything the user sets explicitly wins over the preset.
+# What semantics=paper changes (docs/method.md §12); anything the user sets explicitly wins over the preset.
 PAPER_PRESET: dict[str, object] = {
     "adapter.normaliser": "product_norm",
     "adapter.normalise_current": True,
@@ -130,7 +130,7 @@ PAPER_PRESET: dict[str, object] = {
 
 
 # Per-benchmark training defaults, applied before semantics=paper and the user's overrides. The paper's
-# benchmarks take the official configs (SD-LoRA.md §4). The embedded digits and the omniglot development
+# benchmarks take the official configs (docs/method.md §5). The embedded digits and the omniglot development
 # benchmark use small ViTs for which SGD at those rates barely moves in a few epochs: Adam there (measured:
 # a random-init tiny ViT with rank-10 adapters reached 94% joint digits accuracy with Adam 3e-3, 20% with SGD 1e-2).
 def _official(lr: float, epochs: int, milestones: tuple[int, ...] = (), lr_decay: float = 0.1) -> dict[str, object]:
@@ -165,7 +165,7 @@ BENCHMARK_PRESETS: dict[str, dict[str, object]] = {
     # A small ViT pre-trained on omniglot_background (pipelines/pretrain.py, backbone.checkpoint=FOLDER).
     "omniglot": _adam(3e-3, batch_size=32, epochs=20),  # 150 images a task: 5 epochs were 15 steps, too few
     "omniglot_background": _adam(3e-3, batch_size=64, epochs=5),
-    # SD-LoRA.md §4: the official json configs. sdlora_inr.json: 1e-2, milestone 10000 (constant), 20 epochs.
+    # docs/method.md §5: the official json configs. sdlora_inr.json: 1e-2, milestone 10000 (constant), 20 epochs.
     "imagenet_r_5": _official(1e-2, 20),
     "imagenet_r_10": _official(1e-2, 20),
     "imagenet_r_20": _official(1e-2, 20),

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-# input_scaling=unit feeds pixels in [0, 1] with no mean/std: the official code's convention (SD-LoRA.md §4)
+# input_scaling=unit feeds pixels in [0, 1] with no mean/std: the official code's convention (docs/method.md §9)
 UNIT_MEAN, UNIT_STD = 0.0, 1.0
 
 

@@ -1,4 +1,4 @@
-"""Continual-learning metrics as small functions of predictions and of the accuracy matrix (SD-LoRA.md §7).
+"""Continual-learning metrics as small functions of predictions and of the accuracy matrix (docs/method.md §8).
 
 accuracy_matrix[j][k] is the accuracy on task j's classes after training task k (NaN for j > k). Rows are
 indexed by task number, never by string keys, which avoids the official code's string-sorted forgetting bug.

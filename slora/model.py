@@ -38,7 +38,7 @@ class SLoRAViT(nn.Module):
         self.head = _empty_head(vit.num_features, ref)
         # owner[c]: which kept direction rank column c of the frozen buffers belongs to
         self.register_buffer("owner", torch.zeros(0, dtype=torch.long, device=ref.device))
-        # KD's absorbed coefficients, added to the magnitudes; kept when the magnitudes reset (§13)
+        # KD's absorbed coefficients, added to the magnitudes; kept when the magnitudes reset (docs/method.md §7)
         self.register_buffer("magnitude_offsets", torch.zeros(0, device=ref.device, dtype=ref.dtype))
         self.register_buffer("tasks_begun", torch.zeros((), dtype=torch.long, device=ref.device))
         self.magnitudes = nn.Parameter(torch.zeros(0, device=ref.device, dtype=ref.dtype))
@@ -86,7 +86,7 @@ class SLoRAViT(nn.Module):
         return absorbed
 
     def absorb_if_spanned(self) -> bool:
-        """KD (§6): when the kept directions span the current one (residual <= tau), fold it into their
+        """KD (docs/method.md §7): when the kept directions span the current one (residual <= tau), fold it into their
         magnitudes, alpha_k += alpha_t * dalpha_k, kept as persistent offsets, and drop it."""
         if not self.decoupled or self.kept_directions == 0:
             return False
@@ -176,7 +176,8 @@ class SLoRAViT(nn.Module):
         return norms
 
     def _span_fit(self, norms: dict) -> tuple[torch.Tensor, float]:
-        """KD (§6, Eq. 7): one joint least-squares fit of the new direction by the kept ones, over all projections.
+        """KD (docs/method.md §7; paper Eq. 7): one joint least-squares fit of the new direction by the kept ones,
+        over all projections.
 
         Solved in float64 from the Gram matrix: the residual is compared with tau = 9e-4, far below float32's
         cancellation error on ||D_t||^2 - b^T x.

@@ -1,4 +1,4 @@
-"""One stage of training and the evaluation after it (the official loss and optimiser, SD-LoRA.md §3-4)."""
+"""One stage of training and the evaluation after it (the official loss and optimiser, docs/method.md §5)."""
 
 from __future__ import annotations
 

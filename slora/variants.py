@@ -1,4 +1,4 @@
-"""The variants, registered by name once (SD-LoRA.md §13). Each is a few flags read by the continual loop."""
+"""The variants, registered by name once (docs/method.md §12). Each is a few flags read by the continual loop."""
 
 from __future__ import annotations
 

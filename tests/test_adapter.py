@@ -64,7 +64,7 @@ def test_begin_task_keeps_old_logits_when_magnitudes_carry(variant):
 
 @DECOUPLED_VARIANTS
 def test_new_direction_contributes_nothing_in_official_mode(variant):
-    """Official mode resets the old magnitudes (a deliberate jump, SD-LoRA.md §2), but the new direction adds 0."""
+    """Official mode resets the old magnitudes (a deliberate jump, docs/method.md §4), but the new direction adds 0."""
     model = make_model(variant)
     run_tasks(model, variant, tasks=1)
     model.begin_task(CLASSES_PER_TASK, 4)
@@ -289,7 +289,7 @@ def test_kd_keeps_a_direction_outside_the_span(mode):
 
 
 def test_kd_absorbed_coefficients_survive_a_magnitude_reset():
-    """Official mode restarts magnitudes, so the absorbed part must live on as an offset (SD-LoRA.md §13)."""
+    """Official mode restarts magnitudes, so the absorbed part must live on as an offset (docs/method.md §7)."""
     model = second_direction({"normalise_current": True}, spanned=True)
     model.absorb_if_spanned()
     offsets = model.magnitude_offsets.clone()

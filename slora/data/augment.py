@@ -24,7 +24,7 @@ def random_resized_crop_flip(
 ) -> torch.Tensor:
     """RandomResizedCrop(scale, ratio) + horizontal flip, per image, as one batched affine resample.
 
-    The official transforms are RandomResizedCrop(224, scale=(0.05, 1)) and a flip (SD-LoRA.md §4). A crop of
+    The official transforms are RandomResizedCrop(224, scale=(0.05, 1)) and a flip (docs/method.md §9). A crop of
     relative size (w, h) centred at (cx, cy) is the affine map [[w, 0, cx], [0, h, cy]] in normalised
     coordinates; a flip negates the first column. Areas and aspect ratios are drawn like torchvision's, with
     the crop clamped inside the image instead of torchvision's 10 retries.

@@ -60,7 +60,7 @@ class Benchmark:
 
 
 def class_order(num_classes: int, seed: int) -> list[int]:
-    """The official code's order: NumPy's global RNG seeded, then one permutation (SD-LoRA.md §4)."""
+    """The official code's order: NumPy's global RNG seeded, then one permutation (docs/method.md §9)."""
     state = np.random.get_state()
     np.random.seed(seed)
     order = np.random.permutation(num_classes).tolist()

@@ -1,6 +1,6 @@
 """Image files -> fixed-size uint8 arrays, with the official transforms' resize and crop done at decode time.
 
-The official test transform is Resize(256, bicubic) + CenterCrop(224) (SD-LoRA.md §4): the shorter side goes to
+The official test transform is Resize(256, bicubic) + CenterCrop(224) (docs/method.md §9): the shorter side goes to
 size * 256/224, then a centre crop of ``size``. Training images are decoded with the shorter side at ``size``
 and the same centre crop, keeping as much of the image as a fixed square allows; RandomResizedCrop and the flip
 then run on those tensors at every batch (augment.py). That is the one departure from the official pipeline,

@@ -1,10 +1,10 @@
-"""Omniglot (Lake et al. 2015) from the shared npz files: a real many-class benchmark that runs on a CPU.
+"""Omniglot (Lake et al. 2015) from its npz files: a real many-class benchmark that runs on a CPU.
 
-Protocol of ../shared/data/omniglot/README.md: 105x105 drawings downsampled (area averaging) to 28x28 and
-inverted so ink is bright, drawers 1-15 train and 16-20 test (writer-disjoint). ``omniglot`` takes the first
-100 characters of images_evaluation.npz in 10 tasks of 10, class order np.random.seed(1993) permutation(100).
-``omniglot_background`` is all 964 characters of images_background.npz as one task, for pre-training a
-backbone (pipelines/pretrain.py): the two files share no alphabet.
+Protocol: 105x105 drawings downsampled (area averaging) to 28x28 and inverted so ink is bright, drawers 1-15
+train and 16-20 test (writer-disjoint). ``omniglot`` takes the first 100 characters of images_evaluation.npz
+in 10 tasks of 10, class order np.random.seed(1993) permutation(100). ``omniglot_background`` is all 964
+characters of images_background.npz as one task, for pre-training a backbone (pipelines/pretrain.py): the two
+files share no alphabet.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def omniglot_file(cfg: DataConfig, spec: OmniglotSpec) -> Path:
     if not path.is_file():
         raise ValueError(f"{path}: missing; benchmark={spec.name} expects data_root=DIR holding {spec.file} "
                          f"(images bool (chars, 20, 105, 105)), the npz conversion of github.com/brendenlake/omniglot "
-                         f"described in ../shared/data/omniglot/README.md")
+                         f"by github.com/bitsandscraps/omniglot")
     return path
 
 

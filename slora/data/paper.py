@@ -1,4 +1,4 @@
-"""The paper's benchmarks (SD-LoRA.md §4, §8), read from local files in the layout the official code expects.
+"""The paper's benchmarks (docs/method.md §9), read from local files in the layout the official code expects.
 
 ImageNet-R, ImageNet-A and CUB are ImageFolder trees ``train/<class>/`` and ``test/<class>/``; DomainNet is its
 own ``<domain>_{train,test}.txt`` split lists (the InfLoRA/CODA-Prompt protocol) or such a tree; CIFAR-100 is the
@@ -28,7 +28,7 @@ from .split_lists import LIST_LAYOUT, has_split_lists, scan_split_lists
 
 PILOT_SPLITS = "the pre-split archives used by ADAM/LAMDA-PILOT (SD-LoRA issue #7)"
 
-# Seeds, task counts and folders of the official configs (SD-LoRA.md §4); class counts from §4/§8.
+# Seeds, task counts and folders of the official configs; class counts of the paper (docs/method.md §5, §9).
 FOLDER_BENCHMARKS = {
     spec.name: spec
     for spec in (

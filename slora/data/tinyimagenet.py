@@ -3,7 +3,7 @@
 - The release a user downloads (tiny-imagenet-200.zip, extracted): ``words.txt`` (wnid<TAB>words, all of
   WordNet), optional ``wnids.txt``, ``train/<wnid>/images/*.JPEG`` and ``val/images/*.JPEG`` labelled by
   ``val/val_annotations.txt``. The official val set is our test split (the release's test/ has no labels).
-- An ImageFolder copy, as ../shared/data/tinyimagenet-dev: ``train/<wnid>/``, ``test/<wnid>/`` and
+- An ImageFolder copy: ``train/<wnid>/``, ``test/<wnid>/`` and
   ``classes.tsv`` (wnid<TAB>words) for the names.
 
 Classes are the sorted wnids (so both layouts give the same label ids and class order for the same wnids); a
