@@ -88,10 +88,9 @@ def train_worker(config: dict) -> None:
 
 
 def _seed_runs(cfg, seeds: int, device, rank: int, world: int) -> list[ContinualRun]:
-    first = ContinualRun(cfg, load_benchmark(cfg.data), device=device, rank=rank, world=world, wrap=_ddp(world, device))
-    runs = [first]
-    for s in range(1, seeds):
-        seeded = seed_config(cfg, s, first.bench.order_seed)
+    runs: list[ContinualRun] = []
+    for s in range(seeds):  # seed s > 0 shifts the class order from the one seed 0's benchmark drew
+        seeded = seed_config(cfg, s, runs[0].bench.order_seed) if runs else cfg
         runs.append(ContinualRun(seeded, load_benchmark(seeded.data), device=device, rank=rank, world=world,
                                  wrap=_ddp(world, device)))
     return runs
