@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.sweeping import parse_sweep_args, run_sweep
+from pipelines.sweeper.options import parse_sweep_args
+from pipelines.sweeper.tuner import run_sweep
 from slora.config import RunConfig
-from slora.overrides import ConfigError, build_config, field_paths, split_overrides
+from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
 from slora.runner import run_continual
 
 REPORTED = ("adapter.rank", "optim.lr_direction", "optim.lr_magnitude", "optim.epochs", "adapter.normaliser",
@@ -80,12 +81,12 @@ def main(argv: list[str]) -> int:
 
 def seed_spread(best: dict, extra_seeds: int, out_dir: Path) -> dict:
     """Final test accuracy of the best trial's config over its own seed and ``extra_seeds`` more (run here)."""
-    paths = field_paths(RunConfig)
+    paths = leaf_fields(RunConfig)
     flat = {k: str(v) for k, v in best.items() if k in paths and k != "out_dir" and v is not None}
     seed = int(flat.get("seed", 0))
     accuracies = [best["test_accuracy"]]
     for extra in range(1, extra_seeds + 1):
-        cfg = build_config({**flat, "seed": str(seed + extra), "progress": "false", "save_merged": "none",
+        cfg = compose_run({**flat, "seed": str(seed + extra), "progress": "false", "save_merged": "none",
                             "out_dir": str(out_dir / str(seed + extra))})
         accuracies.append(run_continual(cfg, log=lambda *_: None)["final_test_accuracy"])
     return {"accuracies": [round(a, 4) for a in accuracies], "mean": round(statistics.mean(accuracies), 4),

@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import time
 
-import torch
 
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
 from slora.data.batches import train_batches
-from slora.overrides import build_config
+from slora.configure import compose_run
 from slora.training import build_optimizer, continual_loss
 
 
 def bench_data(overrides: dict[str, str], batches: int = 20) -> dict:
-    cfg = build_config({"benchmark": "omniglot", **overrides})
+    cfg = compose_run({"benchmark": "omniglot", **overrides})
     bench = load_benchmark(cfg.data)  # the first call decodes into the cache; time the cached path after it
     images, labels = bench.train_images, bench.train_labels
     size = cfg.optim.batch_size

@@ -18,13 +18,14 @@ from pathlib import Path
 import timm
 import torch
 
-from slora.config import DataConfig, check_benchmark_name
+from slora.config import DataConfig
 from slora.continual import EVAL_BATCH
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches
 from slora.export import load_timm_folder
 from slora.metrics import accuracy
-from slora.overrides import ConfigError, describe_keys, parse_value, split_overrides, wants_help
+from slora.configure import (ConfigError, check_group, describe_keys, from_dict, parse_options, split_overrides,
+                             wants_help)
 from slora.runner import resolve_device
 from slora.training import predict
 
@@ -45,28 +46,17 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str]:
     if not (checkpoint / "config.json").is_file():
         what = "no such folder" if not checkpoint.exists() else "not a timm folder (no config.json)"
         raise ConfigError(f"checkpoint={checkpoint}: {what}; expected a stage folder such as runs/<run>/merged/stage_05")
-    data = run_data_config(checkpoint)
-    for key, value in overrides.items():
-        bare = keys[key]
-        if bare in DATA_FIELDS:
-            setattr(data, bare, parse_value(f"data.{bare}", value, DATA_FIELDS[bare]))
-    try:
-        check_benchmark_name(data.benchmark)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    given = {keys[key]: value for key, value in overrides.items() if keys[key] in DATA_FIELDS}
+    data = parse_options(DataConfig, given, base=run_data_config(checkpoint))
+    check_group("benchmark", data.benchmark)
     return checkpoint, data, overrides.get("device", "auto")
 
 
 def run_data_config(checkpoint: Path) -> DataConfig:
     """The data config of the run that wrote this stage folder (<run>/merged/stage_XX), else the defaults."""
-    data = DataConfig()
     results = checkpoint.resolve().parent.parent / "results.json"
-    if results.is_file():
-        saved = json.loads(results.read_text()).get("config", {}).get("data", {})
-        for key, value in saved.items():
-            if key in DATA_FIELDS:
-                setattr(data, key, parse_value(f"data.{key}", value, DATA_FIELDS[key]))
-    return data
+    saved = json.loads(results.read_text()).get("config", {}).get("data", {}) if results.is_file() else {}
+    return from_dict(DataConfig, {k: v for k, v in saved.items() if k in DATA_FIELDS})
 
 
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto") -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import timm
 import torch
@@ -23,8 +22,7 @@ from slora.config import DataConfig
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches, train_batches
 from slora.export import UNIT_MEAN, UNIT_STD, save_timm_folder
-from slora.overrides import (ConfigError, describe_keys, field_paths, parse_value, resolve_key, split_overrides,
-                             wants_help)
+from slora.configure import ConfigError, describe_keys, parse_options, split_overrides, wants_help
 
 
 @dataclass
@@ -54,11 +52,7 @@ class PretrainConfig:
 
 
 def parse(argv: list[str]) -> PretrainConfig:
-    cfg = PretrainConfig()
-    paths = field_paths(PretrainConfig)
-    for key, value in split_overrides(argv).items():
-        path = key if key in paths else resolve_key(key, paths)
-        setattr(cfg, path, parse_value(path, value, paths[path]))
+    cfg = parse_options(PretrainConfig, split_overrides(argv))
     for name in ("epochs", "batch_size", "lr", "embed_dim", "depth", "num_heads", "patch_size"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name}={getattr(cfg, name)}: must be > 0")

@@ -1,12 +1,13 @@
 """One continual run: ``python pipelines/run.py variant=slora_pp benchmark=digits [key=value ...]``.
 
---help lists every key with its default."""
+--help lists every key with its default; --cfg job prints the composed config; resume=true out_dir=DIR continues
+an interrupted run from its last finished stage."""
 
 from __future__ import annotations
 
 import sys
 
-from slora.overrides import ConfigError, build_config, run_keys_help, wants_help
+from slora.configure import ConfigError, compose_run, compose_yaml, run_keys_help, wants_config, wants_help
 from slora.runner import run_continual
 
 
@@ -15,7 +16,11 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip() + "\n\n" + run_keys_help())
         return 0
     try:
-        run_continual(build_config(argv))  # data and backbone errors are ConfigErrors too, raised before training
+        show, argv = wants_config(argv)
+        if show:
+            print(compose_yaml(argv), end="")
+            return 0
+        run_continual(compose_run(argv))  # data and backbone errors are ConfigErrors too, raised before training
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from slora.config import RunConfig
 from slora.data import load_benchmark
-from slora.overrides import ConfigError, build_config, config_from_dict, split_overrides
+from slora.configure import ConfigError, compose_run, from_dict, split_overrides
 from slora.runner import RESULTS_VERSION, run_continual
 from slora.seeds import seed_config
 from slora.variants import VARIANTS
@@ -36,11 +36,11 @@ def main(argv: list[str]) -> int:
         out_dir = Path(overrides.pop("out_dir", "runs/study")).resolve()
         semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
         common = {**overrides, "progress": "false", "save_merged": "none"}
-        order_seed = load_benchmark(build_config(dict(common)).data).order_seed
+        order_seed = load_benchmark(compose_run(dict(common)).data).order_seed
         configs = []
         for semantics in semantics_list:
             for variant in variants:
-                base = build_config({**common, "variant": variant, "semantics": semantics})
+                base = compose_run({**common, "variant": variant, "semantics": semantics})
                 for s in range(seeds):
                     cfg = seed_config(base, s, order_seed)
                     cfg.out_dir = str(out_dir / f"{variant}-{semantics}-{s}")
@@ -80,7 +80,7 @@ def finished_results(cfg: RunConfig) -> dict | None:
     if results.get("results_version") != RESULTS_VERSION:
         return None
     try:  # a key added since the run was made takes its default, which reproduces the old behaviour
-        same = config_from_dict(results.get("config", {})) == cfg
+        same = from_dict(RunConfig, results.get("config", {})) == cfg
     except ConfigError:
         return None
     return results if same else None

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.sweeping import parse_sweep_args, run_sweep, sweep_help
-from slora.overrides import ConfigError, wants_help
+from pipelines.sweeper.options import parse_sweep_args, sweep_help
+from pipelines.sweeper.tuner import run_sweep
+from slora.configure import ConfigError, wants_help
 
 
 def main(argv: list[str]) -> int:

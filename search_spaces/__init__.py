@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from slora.overrides import ConfigError, field_paths, parse_value, resolve_key
 from slora.config import RunConfig
+from slora.configure import ConfigError, check_value, leaf_fields, resolve_key
 
 SPACES_DIR = Path(__file__).parent
 KINDS = ("choice", "loguniform", "uniform", "int", "value")
@@ -43,7 +43,7 @@ def load_space(name: str, overrides: dict[str, str] | None = None) -> list[Param
     if not path.is_file():
         raise ConfigError(f"no search space {name!r}; valid spaces: {', '.join(available_spaces())}")
     raw = yaml.safe_load(path.read_text()) or {}
-    paths = field_paths(RunConfig)
+    paths = leaf_fields(RunConfig)
     params = {}
     for key, spec in raw.items():
         params[resolve_key(key, paths)] = _param(key, spec, paths)
@@ -74,7 +74,7 @@ def _param(key: str, spec: dict, paths: dict) -> Param:
     args = spec[kind]
     values = args if kind == "choice" else [args] if kind == "value" else []
     for v in values:  # every choice must parse as the field's type now, not inside a trial
-        parse_value(resolved, v, paths[resolved])
+        check_value(resolved, v)
     if kind in ("loguniform", "uniform", "int"):
         if not (isinstance(args, (list, tuple)) and len(args) == 2 and args[0] < args[1]):
             raise ConfigError(f"space entry {key}: {kind} needs [low, high] with low < high, got {args!r}")

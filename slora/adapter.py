@@ -18,15 +18,13 @@ import math
 import torch
 from torch import nn
 
-from .config import Normaliser
-
 SLICES = {"q": 0, "k": 1, "v": 2}
 # Guards ||U V|| when the paper semantics normalise the current direction: U starts at zero, and a direction
 # that is still (numerically) zero is used raw instead of divided by ~0.
 _ZERO_DIRECTION = 1e-12
 
 
-def direction_norm(up: torch.Tensor, down: torch.Tensor, normaliser: Normaliser) -> torch.Tensor:
+def direction_norm(up: torch.Tensor, down: torch.Tensor, normaliser: str) -> torch.Tensor:
     """The normaliser of one direction U V: official code ||U||_F ||V||_F, or the paper's ||U V||_F."""
     if normaliser == "factor_norms":
         return up.norm() * down.norm()
@@ -64,7 +62,7 @@ class QKVDirections(nn.Module):
             setattr(self, f"up_{t}", nn.Parameter(torch.zeros(self.dim, rank, device=ref.device, dtype=ref.dtype)))
             setattr(self, f"down_{t}", nn.Parameter(down))
 
-    def current_norms(self, normaliser: Normaliser) -> dict[str, torch.Tensor]:
+    def current_norms(self, normaliser: str) -> dict[str, torch.Tensor]:
         return {t: direction_norm(self.up(t), self.down(t), normaliser).detach() for t in self.targets}
 
     def freeze_current(self, norms: dict[str, torch.Tensor]) -> None:
@@ -110,7 +108,7 @@ class QKVDirections(nn.Module):
         owner: torch.Tensor,
         current_scale: torch.Tensor | None,
         normalise_current: bool,
-        normaliser: Normaliser,
+        normaliser: str,
     ) -> torch.Tensor:
         """Delta W of target t: frozen_scales[k] scales frozen direction k (owner maps rank columns to k)."""
         up, down = self.frozen_up(t), self.frozen_down(t)

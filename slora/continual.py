@@ -1,7 +1,7 @@
 """One continual sequence: the stage loop shared by pipelines/run.py and every Ray Train worker.
 
-A stage is begin_task (grow the head, add a direction) -> train -> end_task (freeze and normalise, or absorb)
--> evaluate the merged model on every class seen so far. The evaluation uses the merged plain-timm model, so
+A stage is begin_task (grow the head, add a direction) -> train -> end_task (absorb, or freeze and normalise; it
+hands back the merged model as trained) -> evaluate that model on every class seen so far. The evaluation uses the merged plain-timm model, so
 a stage's accuracy is exactly what the exported checkpoint scores.
 """
 
@@ -38,7 +38,7 @@ class StageResult:
     stored_parameters: int
     stage_seconds: float
     train_loss: float
-    rank: int  # rank of this task's direction
+    lora_rank: int  # rank of this task's direction
     absorbed: bool  # KD absorbed this task's direction into the old magnitudes
 
     def metrics(self) -> dict[str, float]:
@@ -64,11 +64,12 @@ class ContinualRun:
         cfg: RunConfig,
         bench: Benchmark,
         device: torch.device | str = "cpu",
-        rank: int = 0,
-        world: int = 1,
+        ddp_rank: int = 0,
+        world_size: int = 1,
         wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     ):
-        self.cfg, self.device, self.rank, self.world, self.wrap = cfg, torch.device(device), rank, world, wrap
+        self.cfg, self.device, self.wrap = cfg, torch.device(device), wrap
+        self.ddp_rank, self.world_size = ddp_rank, world_size
         self.variant = get_variant(cfg.variant)
         self.bench = bench.as_joint() if self.variant.joint else bench
         channels, size, _ = self.bench.image_shape
@@ -93,9 +94,9 @@ class ContinualRun:
         stage = self.state.stages_done
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed * 1000 + stage)  # the new direction's init: same on every rank and resume
-        rank = self.variant.rank_for_task(stage, self.cfg.adapter)
+        lora_rank = self.variant.rank_for_task(stage, self.cfg.adapter)
         classes = self.bench.task_classes(stage)
-        self.model.begin_task(len(classes), rank)
+        self.model.begin_task(len(classes), lora_rank)
         optim = self.cfg.optim
         epochs = optim.first_task_epochs if stage == 0 and optim.first_task_epochs else optim.epochs
         forward = self.wrap(self.model)
@@ -103,25 +104,21 @@ class ContinualRun:
         optimizer, scheduler = build_optimizer(self.model, optim, epochs, lr_scale)
         images, labels = self.bench.train_split(stage)
         loss = math.nan
-        for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}", self.cfg.progress and self.rank == 0):
+        for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}", self.cfg.progress and self.ddp_rank == 0):
             batches = (
                 (self._normalise(x), y)
                 for x, y in train_batches(images, labels, optim.batch_size, seed=(self.cfg.seed * 1000 + stage) * 1000 + epoch,
-                                          rank=self.rank, world=self.world, augment=self.bench.augment, device=self.device)
+                                          ddp_rank=self.ddp_rank, world_size=self.world_size, augment=self.bench.augment, device=self.device)
             )
             loss = train_epoch(forward, self.model, batches, optimizer, known=classes.start, grad_clip=optim.grad_clip)
             scheduler.step()
-        # Official order: evaluate the model as trained (current direction raw), after KD's absorption, and
-        # only then store the direction normalised; the merged model of this stage is the evaluated one.
-        absorbed = self.variant.absorb and self.model.absorb_if_spanned()
-        self.last_merged = self.model.merged()
-        result = self._evaluate(self.last_merged, stage, rank, absorbed, loss, time.perf_counter() - start)
-        self.model.freeze_current()
+        self.last_merged, absorbed = self.model.end_task(absorb=self.variant.absorb)
+        result = self._evaluate(self.last_merged, stage, lora_rank, absorbed, loss, time.perf_counter() - start)
         self.state.stages_done += 1
         self.state.results.append(result.metrics())
         return result
 
-    def _evaluate(self, merged: nn.Module, stage: int, rank: int, absorbed: bool, loss: float,
+    def _evaluate(self, merged: nn.Module, stage: int, lora_rank: int, absorbed: bool, loss: float,
                   seconds: float) -> StageResult:
         scores = {}
         for split in self.bench.splits:
@@ -140,7 +137,7 @@ class ContinualRun:
                 f"{split}_average_incremental_accuracy": average_incremental_accuracy(curve),
             })
         return StageResult(stage=stage + 1, scores=scores, stored_parameters=self.model.stored_parameters(),
-                           stage_seconds=seconds, train_loss=loss, rank=rank, absorbed=absorbed)
+                           stage_seconds=seconds, train_loss=loss, lora_rank=lora_rank, absorbed=absorbed)
 
     def accuracy_matrix(self, split: str = "test") -> list[list[float]]:
         """matrix[j][k]: accuracy on task j's classes of the split after stage k (NaN where j > k)."""

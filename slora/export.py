@@ -1,4 +1,4 @@
-"""Merged models in timm's own folder format, and adapter checkpoints in safetensors."""
+"""Merged models in timm's own folder format (the stage checkpoint of a run is slora/checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import timm
-import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 # input_scaling=unit feeds pixels in [0, 1] with no mean/std: the official code's convention (docs/method.md §9)
@@ -36,14 +34,3 @@ def load_timm_folder(folder: str | Path) -> nn.Module:
                                 f"folder written by pipelines/run.py, e.g. runs/<run>/merged/stage_05")
     return timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
 
-
-def save_adapter(state: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:
-    save_file(state, str(path), metadata={"slora": json.dumps(metadata)})
-
-
-def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = json.loads((f.metadata() or {}).get("slora", "{}"))
-    return load_file(str(path)), metadata

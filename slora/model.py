@@ -78,12 +78,14 @@ class SLoRAViT(nn.Module):
         self.magnitudes = nn.Parameter(self._magnitudes_for_new_task(), requires_grad=self.decoupled)
         self.tasks_begun += 1
 
-    def end_task(self, absorb: bool = False) -> bool:
-        """Absorb the current direction (KD) or freeze and normalise it. Returns True when it was absorbed."""
+    def end_task(self, absorb: bool = False) -> tuple[nn.Module, bool]:
+        """Close the task, in the official order: KD absorbs the current direction if the kept ones span it; the
+        merged plain ViT is taken as trained (current direction raw: what the stage evaluates and exports); only
+        then is the direction stored normalised. Returns (merged model, whether the direction was absorbed)."""
         absorbed = absorb and self.absorb_if_spanned()
-        if not absorbed:
-            self.freeze_current()
-        return absorbed
+        merged = self.merged()
+        self.freeze_current()  # nothing left to freeze once absorbed
+        return merged, absorbed
 
     def absorb_if_spanned(self) -> bool:
         """KD (docs/method.md §7): when the kept directions span the current one (residual <= tau), fold it into their

@@ -14,7 +14,7 @@ STAGE_COLUMNS = (
     ("test_accuracy_new", "new", "{:>6.2%}"),
     ("test_forgetting", "forget", "{:>6.2%}"),
     ("test_average_incremental_accuracy", "test AAA", "{:>8.2%}"),
-    ("rank", "rank", "{:>4.0f}"),
+    ("lora_rank", "rank", "{:>4.0f}"),
     ("stored_parameters", "adapter params", "{:>14,.0f}"),
     ("stage_seconds", "seconds", "{:>7.1f}"),
 )

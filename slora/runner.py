@@ -13,7 +13,8 @@ from .config import RunConfig
 from .continual import ContinualRun
 from .data import load_benchmark
 from .export import save_timm_folder
-from .overrides import ConfigError, config_dict
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .configure import ConfigError, to_dict
 from .report import stage_table
 
 
@@ -29,18 +30,27 @@ def default_out_dir(cfg: RunConfig) -> Path:
 
 
 def run_continual(cfg: RunConfig, log=print) -> dict:
-    """Run every stage, save the merged model of each (or the last) stage, write results.json; return it."""
+    """Run every stage (after the last finished one with resume=true), save the merged model of each (or the last)
+    stage and the stage checkpoint, write results.json; return it."""
     out_dir = Path(cfg.out_dir or default_out_dir(cfg)).resolve()
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if cfg.resume and not checkpoint.is_file():
+        raise ConfigError(f"resume=true: no {CHECKPOINT_FILE} in out_dir={out_dir}; give the out_dir of an "
+                          f"interrupted run")
     run = start_run(cfg)
+    if cfg.resume:
+        load_checkpoint([run], checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     bench = run.bench
     log(f"{cfg.variant} on {bench.name}: {run.num_stages} stages, classes per task {run.bench.task_sizes}, "
-        f"backbone {cfg.backbone.name}; writing to {out_dir}")
+        f"backbone {cfg.backbone.name}; writing to {out_dir}"
+        + (f"; resuming after stage {run.state.stages_done}" if cfg.resume else ""))
     while run.state.stages_done < run.num_stages:
         result = run.run_stage()
         last = result.stage == run.num_stages
         if cfg.save_merged == "every" or (cfg.save_merged == "last" and last):
             save_merged_stage(run, out_dir / "merged" / f"stage_{result.stage:02d}", result.stage)
+        save_checkpoint([run], checkpoint)
     results = summarise(cfg, run)
     (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
     log(stage_table(run.state.results))
@@ -88,7 +98,7 @@ def summarise(cfg: RunConfig, run: ContinualRun) -> dict:
         "class_order": run.bench.class_order,
         "class_names": [run.bench.class_names[c] for c in run.bench.class_order],
         "task_sizes": run.bench.task_sizes,
-        "config": config_dict(cfg),
+        "config": to_dict(cfg),
     }
 
 

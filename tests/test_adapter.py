@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from slora.adapter import direction_norm
-from slora.config import PAPER_PRESET, AdapterConfig
+from slora.config import AdapterConfig
+from slora.configure import CONF_DIR
 from slora.model import SLoRAViT
 from slora.variants import VARIANTS
 from tiny import (
@@ -24,7 +26,7 @@ from tiny import (
 )
 
 # The paper's reading of every switch that decides whether the function is preserved at a task boundary.
-PAPER_ADAPTER = {k.split(".", 1)[1]: v for k, v in PAPER_PRESET.items() if k.startswith("adapter.")}
+PAPER_ADAPTER = yaml.safe_load((CONF_DIR / "semantics" / "paper.yaml").read_text())["adapter"]
 FUNCTION_PRESERVING = {
     "paper": PAPER_ADAPTER,
     "carried_raw_current": {"carry_magnitudes": True, "normalise_current": False},
@@ -203,7 +205,7 @@ def test_official_rank_schedule():
 
 
 def test_paper_rank_schedule():
-    adapter = AdapterConfig(rank_schedule=PAPER_PRESET["adapter.rank_schedule"])
+    adapter = AdapterConfig(rank_schedule=PAPER_ADAPTER["rank_schedule"])
     ranks = [VARIANTS["slora_rr"].rank_for_task(t, adapter) for t in range(10)]
     assert ranks == [10] * 3 + [8] * 4 + [6] * 3
 

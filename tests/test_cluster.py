@@ -5,7 +5,7 @@ Ray cluster of a 0-CPU head (dashboard + Jobs API) and two 1-CPU worker nodes (r
 raylets, GCS and dashboard processes). Ray's temp dir is private to this module (RAY_TMPDIR), so no other Ray
 instance on the machine sees it, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every Ray address on loopback.
 The nodes get S3 credentials in their environment (as an instance profile gives them on AWS); the S3 endpoint
-reaches the trials from the sweep driver (pipelines/sweeping.py `_init_ray`).
+reaches the trials from the sweep driver (pipelines/sweeper/tuner.py `_init_ray`).
 
 1. a sweep submitted through the Ray Jobs API, storage_path=s3://: trials on both worker nodes, checkpoints and
    MLflow artifacts in the bucket, runs in the MLflow server;
@@ -271,7 +271,7 @@ def test_job_sweep_spreads_over_nodes_with_s3_storage(cluster, mlflow_server, s3
     for run in runs:  # Ray Train's per-stage checkpoints (num_to_keep=2 keeps both stages)
         trial_id = run.data.tags["ray_trial_id"]
         for stage in (1, 2):
-            assert f"ray/train-{trial_id}/stage_{stage:02d}/adapter.safetensors" in keys, keys
+            assert f"ray/train-{trial_id}/stage_{stage:02d}/checkpoint.safetensors" in keys, keys
     assert any(k.startswith("ray/job-sweep/") for k in keys), "Tune's experiment state is in the bucket"
     version = mlflow_client(mlflow_server).get_model_version_by_alias("slora-best", "champion")
     assert version.source.startswith(f"s3://{BUCKET}/mlflow/")

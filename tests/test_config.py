@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from slora.overrides import ConfigError, build_config
+from slora.configure import ConfigError, compose_run
 from slora.variants import VARIANTS
 from tiny import PYTHON, ROOT
 
@@ -29,7 +29,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("overrides, names", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
 def test_bad_input_is_one_line_naming_the_value_and_choices(overrides, names):
     with pytest.raises(ConfigError) as caught:
-        build_config(dict(overrides))
+        compose_run(dict(overrides))
     message = str(caught.value)
     assert "\n" not in message
     for name in names:
@@ -38,18 +38,18 @@ def test_bad_input_is_one_line_naming_the_value_and_choices(overrides, names):
 
 def test_ambiguous_short_key_lists_the_full_keys():
     with pytest.raises(ConfigError, match="optim.epochs"):
-        build_config({"epochs": "1", "first_task_epochs": "1", "nonsense.epochs": "2"})
+        compose_run({"epochs": "1", "first_task_epochs": "1", "nonsense.epochs": "2"})
 
 
 def test_overrides_are_typed_and_presets_apply():
-    cfg = build_config(["variant=slora_pp", "rank=6", "semantics=paper", "lr_direction=1e-3"])
+    cfg = compose_run(["variant=slora_pp", "rank=6", "semantics=paper", "lr_direction=1e-3"])
     assert cfg.adapter.rank == 6 and cfg.adapter.normaliser == "product_norm"
     assert cfg.optim.lr_direction == 1e-3 and cfg.optim.lr_head == 8e-3  # the user's value beats the preset
 
 
 def test_argument_without_equals_sign_is_rejected():
     with pytest.raises(ConfigError, match="key=value"):
-        build_config(["slora"])
+        compose_run(["slora"])
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -92,9 +92,9 @@ def test_first_task_lr_scale_changes_only_the_first_tasks_rate():
     from slora.data import load_benchmark
 
     common = ["benchmark=digits", "num_tasks=2", "epochs=1", "max_train_per_class=8", "device=cpu", "progress=false"]
-    scaled = build_config([*common, "lr_direction=5e-3", "lr_magnitude=5e-3", "lr_head=5e-3", "first_task_lr_scale=2"])
-    plain = build_config([*common, "lr_direction=1e-2", "lr_magnitude=1e-2", "lr_head=1e-2"])
-    assert build_config(["benchmark=imagenet_a"]).optim.first_task_lr_scale == 2.0
+    scaled = compose_run([*common, "lr_direction=5e-3", "lr_magnitude=5e-3", "lr_head=5e-3", "first_task_lr_scale=2"])
+    plain = compose_run([*common, "lr_direction=1e-2", "lr_magnitude=1e-2", "lr_head=1e-2"])
+    assert compose_run(["benchmark=imagenet_a"]).optim.first_task_lr_scale == 2.0
     runs = [ContinualRun(cfg, load_benchmark(cfg.data)) for cfg in (scaled, plain)]
     first = [run.run_stage() for run in runs]
     assert first[0].train_loss == first[1].train_loss and first[0].scores == first[1].scores
@@ -111,24 +111,25 @@ def test_run_reports_a_missing_dataset_as_one_line_before_training(tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def test_every_benchmark_name_a_config_accepts_has_a_loader():
-    from slora.config import BENCHMARK_NAMES
+def test_every_benchmark_and_variant_a_config_accepts_has_a_loader_and_a_behaviour():
+    from slora.configure import group_options
     from slora.data import BENCHMARKS
 
-    assert tuple(BENCHMARKS) == BENCHMARK_NAMES
+    assert sorted(BENCHMARKS) == group_options("benchmark")
+    assert sorted(VARIANTS) == group_options("variant")
 
 
 def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_loaders():
     # Every trial driver (and Ray Train's controller, which unpickles the worker function) imports
-    # pipelines.trial; torch, timm and the loaders there cost seconds per trial on two cores.
-    code = ("import sys, pipelines.trial; pipelines.trial.build_config({'variant': 'slora_pp', 'benchmark': 'cub'}); "
+    # pipelines.sweeper.trial; torch, timm and the loaders there cost seconds per trial on two cores.
+    code = ("import sys, pipelines.sweeper.trial as t; t.compose_run({'variant': 'slora_pp', 'benchmark': 'cub'}); "
             "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'slora.data', 'slora.model') if m in sys.modules))")
     printed = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "[]"
 
 
 @pytest.mark.parametrize("script, expected", [
-    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variants: seq_lora"]),
+    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variant=: joint, seq_lora", "semantics=: official, paper"]),
     ("sweep", ["scheduler=asha   (asha | none)", "Search spaces (variant=): all,", "data.benchmark=digits"]),
     ("evaluate", ["checkpoint=PATH (required)", "\n  class_order_seed=-1\n"]),
     ("pretrain", ["\n  benchmark=omniglot_background\n", "\n  embed_dim=96\n"]),

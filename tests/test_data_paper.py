@@ -14,7 +14,7 @@ from PIL import Image
 from slora.config import DataConfig
 from slora.data import load_benchmark
 from slora.data.paper import FOLDER_BENCHMARKS, scan_lists_or_tree
-from slora.overrides import build_config
+from slora.configure import compose_run
 
 
 def permutation(n: int, seed: int) -> list[int]:
@@ -161,13 +161,13 @@ def test_missing_imagenet_r_names_the_path_and_where_the_data_comes_from(tmp_pat
 
 
 def test_paper_presets_carry_the_official_optimiser_and_backbone():
-    cfg = build_config(["benchmark=imagenet_a"])
+    cfg = compose_run(["benchmark=imagenet_a"])
     assert (cfg.optim.optimizer, cfg.optim.lr_direction, cfg.optim.batch_size) == ("sgd", 5e-3, 128)
     assert cfg.optim.first_task_lr_scale == 2.0  # init_lr 1e-2 on task 0
-    assert (cfg.optim.milestones, cfg.optim.lr_decay, cfg.optim.epochs) == ((10, 15), 0.05, 20)
+    assert (cfg.optim.milestones, cfg.optim.lr_decay, cfg.optim.epochs) == ([10, 15], 0.05, 20)
     assert cfg.backbone.name == "vit_base_patch16_224.augreg2_in21k_ft_in1k" and cfg.backbone.pretrained
     assert (cfg.backbone.embed_dim, cfg.backbone.depth, cfg.backbone.patch_size) == (0, 0, 0)
-    dom = build_config(["benchmark=domainnet"])
-    assert (dom.optim.lr_head, dom.optim.milestones, dom.optim.lr_decay, dom.optim.epochs) == (0.02, (4, 6, 8), 0.005, 10)
-    assert build_config(["benchmark=cifar100"]).optim.lr_magnitude == 8e-3
-    assert build_config(["benchmark=cifar100", "lr_head=0.1"]).optim.lr_head == 0.1
+    dom = compose_run(["benchmark=domainnet"])
+    assert (dom.optim.lr_head, dom.optim.milestones, dom.optim.lr_decay, dom.optim.epochs) == (0.02, [4, 6, 8], 0.005, 10)
+    assert compose_run(["benchmark=cifar100"]).optim.lr_magnitude == 8e-3
+    assert compose_run(["benchmark=cifar100", "lr_head=0.1"]).optim.lr_head == 0.1

@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines.pretrain import PretrainConfig, parse, pretrain
 from slora.backbone import create_backbone
 from slora.config import BackboneConfig
-from slora.overrides import ConfigError
+from slora.configure import ConfigError
 
 
 def write_tree(root: Path) -> Path:

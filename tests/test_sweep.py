@@ -11,11 +11,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.results import best_per_variant, pareto_front
-from pipelines.sweeping import SweepConfig, concurrent_trials, parse_sweep_args, prepare
+from pipelines.sweeper.results import best_per_variant, pareto_front
+from pipelines.sweeper.options import SweepConfig, parse_sweep_args
+from pipelines.sweeper.preflight import prepare
+from pipelines.sweeper.tuner import concurrent_trials
 from search_spaces import available_spaces, load_space
 from slora.config import RunConfig
-from slora.overrides import ConfigError, build_config, field_paths
+from slora.configure import ConfigError, compose_run, leaf_fields
 from slora.runner import run_continual
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,7 @@ def test_the_best_trials_config_shows_only_parameters_its_variant_sampled():
 
 
 def test_local_paths_reach_trials_absolute_and_uris_unchanged(tmp_path, monkeypatch):
-    from pipelines.sweeping import absolute_paths
+    from pipelines.sweeper.options import absolute_paths
 
     monkeypatch.chdir(tmp_path)
     given = {"data_root": "data/omniglot", "backbone.checkpoint": "local-dir:runs/vit", "cache_dir": "~/c",
@@ -193,8 +195,8 @@ def test_killed_worker_resumes_from_last_finished_stage(tmp_path):
     scores = ("val_accuracy", "test_accuracy", "test_forgetting")
     killed_final = {k: client.get_metric_history(child.info.run_id, k)[-1].value for k in scores}
     # The same trial config and seed, uninterrupted, in this process (one torch thread, as a 0.49-CPU worker).
-    params = {k: v for k, v in child.data.params.items() if k in field_paths(RunConfig) and k != "out_dir"}
-    clean = run_continual(build_config({**params, "save_merged": "none", "out_dir": str(tmp_path / "clean")}),
+    params = {k: v for k, v in child.data.params.items() if k in leaf_fields(RunConfig) and k != "out_dir"}
+    clean = run_continual(compose_run({**params, "save_merged": "none", "out_dir": str(tmp_path / "clean")}),
                           log=lambda *_: None)
     assert killed_final == {k: clean[f"final_{k}"] for k in scores}
 

@@ -10,7 +10,7 @@ import torch
 from slora.config import DataConfig, RunConfig
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
-from slora.overrides import ConfigError, build_config
+from slora.configure import ConfigError, compose_run
 from slora.seeds import mean_over_seeds, seed_config
 
 
@@ -66,7 +66,7 @@ def test_a_validation_size_that_empties_a_split_of_a_class_is_one_line(fraction)
 @pytest.mark.parametrize("fraction", ["1", "-0.1", "1.5"])
 def test_a_validation_fraction_outside_0_1_is_rejected(fraction):
     with pytest.raises(ConfigError, match=r"data.val_fraction=.*: must lie in \[0, 1\)"):
-        build_config([f"val_fraction={fraction}"])
+        compose_run([f"val_fraction={fraction}"])
 
 
 def test_run_reports_a_bad_validation_size_before_training(tmp_path, capsys):
@@ -79,7 +79,7 @@ def test_run_reports_a_bad_validation_size_before_training(tmp_path, capsys):
 
 
 def quick(**overrides) -> RunConfig:
-    return build_config({"num_tasks": "2", "epochs": "1", "max_train_per_class": "8", "max_test_per_class": "6",
+    return compose_run({"num_tasks": "2", "epochs": "1", "max_train_per_class": "8", "max_test_per_class": "6",
                          "progress": "false", "device": "cpu", **overrides})
 
 
@@ -102,11 +102,11 @@ def test_seed_s_shifts_the_training_seed_and_the_class_order():
 
 
 def test_mean_over_seeds_gives_means_stds_and_the_summed_cost():
-    stages = [{"val_accuracy": 0.5, "test_accuracy": 0.4, "stage_seconds": 2.0, "rank": 10.0},
-              {"val_accuracy": 0.7, "test_accuracy": 0.6, "stage_seconds": 3.0, "rank": 10.0}]
+    stages = [{"val_accuracy": 0.5, "test_accuracy": 0.4, "stage_seconds": 2.0, "lora_rank": 10.0},
+              {"val_accuracy": 0.7, "test_accuracy": 0.6, "stage_seconds": 3.0, "lora_rank": 10.0}]
     out = mean_over_seeds(stages)
     assert out["val_accuracy"] == pytest.approx(0.6) and out["val_accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
-    assert out["stage_seconds"] == 5.0 and out["rank"] == 10.0 and "rank_std" not in out
+    assert out["stage_seconds"] == 5.0 and out["lora_rank"] == 10.0 and "lora_rank_std" not in out
     assert mean_over_seeds(stages[:1]) == stages[0]
     nan = mean_over_seeds([{"test_accuracy_old": math.nan}, {"test_accuracy_old": math.nan}])  # stage 1
     assert math.isnan(nan["test_accuracy_old"]) and math.isnan(nan["test_accuracy_old_std"])

@@ -70,14 +70,12 @@ def randomise_current(model: SLoRAViT, seed: int = 0) -> None:
 
 
 def run_tasks(model: SLoRAViT, variant: Variant, tasks: int, steps: int = 2) -> None:
-    """The continual loop of slora.continual in miniature: begin, train, absorb (KD), freeze."""
+    """Tasks on the model's own lifecycle (begin_task, a few steps, end_task), as slora.continual drives it."""
     for task in range(tasks):
         torch.manual_seed(task)
         model.begin_task(CLASSES_PER_TASK, variant.rank_for_task(task, model.cfg))
         train_steps(model, steps)
-        if variant.absorb:
-            model.absorb_if_spanned()
-        model.freeze_current()
+        model.end_task(absorb=variant.absorb)
 
 
 def logits(model: torch.nn.Module, x: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,17 +14,17 @@ def train_batches(
     labels: torch.Tensor,
     batch_size: int,
     seed: int,
-    rank: int = 0,
-    world: int = 1,
+    ddp_rank: int = 0,
+    world_size: int = 1,
     augment: str = "none",
     device: torch.device | str = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch. Every rank gets the same number of batches (DDP needs it): the permutation is padded."""
+    """One epoch. Every DDP rank gets the same number of batches (DDP needs it): the permutation is padded."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=generator)
-    if world > 1:
-        padded = -(-len(order) // world) * world
-        order = torch.cat([order, order[: padded - len(order)]])[rank::world]
+    if world_size > 1:
+        padded = -(-len(order) // world_size) * world_size
+        order = torch.cat([order, order[: padded - len(order)]])[ddp_rank::world_size]
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         x = to_float(images[index].to(device, non_blocking=True))

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DataConfig, check_benchmark_name
+from ..config import DataConfig
 from . import digits, omniglot, paper, tinyimagenet
 from .benchmark import Benchmark
 from .imagefolder import load_imagefolder
@@ -25,7 +25,8 @@ SUBSET_BENCHMARKS = ("tinyimagenet",)  # whose loaders read DataConfig.classes
 
 
 def load_benchmark(cfg: DataConfig) -> Benchmark:
-    check_benchmark_name(cfg.benchmark)
+    if cfg.benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {cfg.benchmark!r}; valid benchmarks: {', '.join(sorted(BENCHMARKS))}")
     if cfg.classes and cfg.benchmark not in SUBSET_BENCHMARKS:  # silently training on every class would mislead
         raise ValueError(f"classes={cfg.classes}: benchmark={cfg.benchmark} does not take a class subset; "
                          f"benchmarks that do: {', '.join(SUBSET_BENCHMARKS)}")

@@ -1,7 +1,7 @@
 """The stage loop of one Ray Train worker of a sweep trial.
 
 Each worker runs slora.continual.ContinualRun (the same stage loop as pipelines/run.py) under DDP. After every stage
-rank 0 logs to MLflow, then every rank reports (rank 0 with a safetensors checkpoint of the adapter state), then all
+rank 0 logs to MLflow, then every rank reports (rank 0 with the stage checkpoint, slora/checkpoint.py), then all
 wait until that checkpoint is committed: a killed worker resumes from the last finished stage, never an older one
 (docs/platform.md §7).
 """
@@ -13,21 +13,18 @@ import os
 import shutil
 import signal
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from slora.continual import ContinualRun, ContinualState
+from slora.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from slora.continual import ContinualRun
 from slora.data import load_benchmark
-from slora.export import load_adapter, save_adapter
-from slora.overrides import config_from_dict
 from slora.runner import save_merged_stage
 from slora.seeds import mean_over_seeds, seed_config
 
 from . import tracking
 
-ADAPTER_FILE = "adapter.safetensors"
 NODE_TAG = "ray_node_id"
 
 
@@ -44,33 +41,29 @@ def train_worker(config: dict) -> None:
 
     torch.set_num_threads(config["threads"])
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    ddp_rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    runs = _seed_runs(config_from_dict(config["run"]), config["seeds_per_trial"], device, rank, world)
+    runs = _seed_runs(config["run"], config["seeds_per_trial"], device, ddp_rank, world_size)
     run = runs[0]
-    if rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
+    if ddp_rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
         tracking.client(config["tracking_uri"]).set_tag(config["run_id"], NODE_TAG,
                                                          ray.get_runtime_context().get_node_id())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state, meta = load_adapter(Path(folder) / ADAPTER_FILE)
-            for s, seed_run in enumerate(runs):
-                prefix = f"seed{s}/"
-                seed_run.restore({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
-                                 ContinualState(**meta["continual"][s]))
+            load_checkpoint(runs, Path(folder) / CHECKPOINT_FILE)
         if run.state.stages_done == run.num_stages:
             # Every stage was committed, but Tune may not have recorded the end (a sweep interrupted just after it,
             # then resumed): report the last stage again, without training or logging, so it counts as finished.
             ray.train.report(_tune_metrics(mean_over_seeds([r.state.results[-1] for r in runs]), run.num_stages))
     while run.state.stages_done < run.num_stages:
-        _fault_drill(config, run.state.stages_done + 1, rank)
+        _fault_drill(config, run.state.stages_done + 1, ddp_rank)
         results = [seed_run.run_stage() for seed_run in runs]
         stage = results[0].stage
         metrics = _tune_metrics(mean_over_seeds([r.metrics() for r in results]), stage)
-        if rank == 0 and stage == 1:  # which folder / class id each label position is
+        if ddp_rank == 0 and stage == 1:  # which folder / class id each label position is
             tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
-        if rank == 0:  # log before report: a scheduler may stop the trial at the report
+        if ddp_rank == 0:  # log before report: a scheduler may stop the trial at the report
             merged = _merged_folder(config["save_merged"], run, stage)
             tracking.log_stage(config["tracking_uri"], config["run_id"], metrics, stage,
                                run.accuracy_matrix("test"), merged)
@@ -78,21 +71,19 @@ def train_worker(config: dict) -> None:
                 shutil.rmtree(merged, ignore_errors=True)
         with tempfile.TemporaryDirectory() as folder:
             stage_checkpoint = None
-            if rank == 0:
-                state = {f"seed{s}/{k}": v for s, r in enumerate(runs) for k, v in r.model.adapter_state().items()}
-                save_adapter(state, Path(folder) / ADAPTER_FILE,
-                             {"continual": [asdict(r.state) for r in runs], "stage": stage})
+            if ddp_rank == 0:
+                save_checkpoint(runs, Path(folder) / CHECKPOINT_FILE)
                 stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{stage:02d}")
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
 
-def _seed_runs(cfg, seeds: int, device, rank: int, world: int) -> list[ContinualRun]:
+def _seed_runs(cfg, seeds: int, device, ddp_rank: int, world_size: int) -> list[ContinualRun]:
     runs: list[ContinualRun] = []
     for s in range(seeds):  # seed s > 0 shifts the class order from the one seed 0's benchmark drew
         seeded = seed_config(cfg, s, runs[0].bench.order_seed) if runs else cfg
-        runs.append(ContinualRun(seeded, load_benchmark(seeded.data), device=device, rank=rank, world=world,
-                                 wrap=_ddp(world, device)))
+        runs.append(ContinualRun(seeded, load_benchmark(seeded.data), device=device, ddp_rank=ddp_rank,
+                                 world_size=world_size, wrap=_ddp(world_size, device)))
     return runs
 
 
@@ -102,8 +93,8 @@ def _tune_metrics(stage_metrics: dict, stage: int) -> dict:
     return metrics
 
 
-def _ddp(world: int, device: torch.device):
-    if world == 1:
+def _ddp(world_size: int, device: torch.device):
+    if world_size == 1:
         return lambda model: model
 
     def wrap(model):
@@ -121,9 +112,9 @@ def _merged_folder(save_merged: str, run: ContinualRun, stage: int) -> Path | No
     return save_merged_stage(run, folder, stage)
 
 
-def _fault_drill(config: dict, stage: int, rank: int) -> None:
+def _fault_drill(config: dict, stage: int, ddp_rank: int) -> None:
     """Kill this worker process hard, once per trial, at the start of the given stage (fault-tolerance tests)."""
-    if rank != 0 or config["kill_worker_at_stage"] != stage:
+    if ddp_rank != 0 or config["kill_worker_at_stage"] != stage:
         return
     marker = Path(tempfile.gettempdir()) / f"slora-killed-{config['run_id']}"
     if marker.exists():

@@ -1,6 +1,6 @@
 """A sweep trial: a Tune function (the driver) that runs one continual sequence as a Ray Train TorchTrainer.
 
-The stage loop each Train worker runs is in pipelines/trial_worker.py. This module is imported by every trial
+The stage loop each Train worker runs is in pipelines/sweeper/worker.py. This module is imported by every trial
 driver and unpickled by Ray Train's controller, so it imports neither torch nor timm nor the data loaders: on two
 cores each of those imports costs seconds, paid again by every trial.
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slora.overrides import build_config, config_dict, flat_config
+from slora.config import RunConfig
+from slora.configure import compose_run, flat_config
 
 from . import tracking
 
@@ -31,8 +32,10 @@ class TrialSettings:
     seeds_per_trial: int = 1  # the trial runs its config on this many seeds and reports their mean
 
 
-def trial_config(settings: TrialSettings, sampled: dict):
-    return build_config({**settings.base_overrides, **settings.constants, **sampled})
+def trial_config(settings: TrialSettings, sampled: dict) -> RunConfig:
+    """The sweep's run keys, the space's constants, then the trial's sampled values: composed and checked once,
+    here; the Train workers get the typed object."""
+    return compose_run({**settings.base_overrides, **settings.constants, **sampled})
 
 
 def trial_driver(config: dict, settings: TrialSettings) -> None:
@@ -55,7 +58,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
-            "run": config_dict(cfg),
+            "run": cfg,
             "tracking_uri": settings.tracking.tracking_uri,
             "run_id": run_id,
             "save_merged": settings.save_merged,
@@ -83,7 +86,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
 
 
 def train_worker(config: dict) -> None:
-    """One DDP rank of a trial (pipelines/trial_worker.py); imported here, in the worker, and nowhere else."""
-    from .trial_worker import train_worker as run_worker
+    """One DDP rank of a trial (pipelines/sweeper/worker.py); imported here, in the worker, and nowhere else."""
+    from .worker import train_worker as run_worker
 
     run_worker(config)

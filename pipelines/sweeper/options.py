@@ -1,0 +1,124 @@
+"""The sweep's own keys, and the split of a sweep command line into sweep keys, run keys and ``space.KEY``s.
+
+Keys that are SweepConfig fields configure the sweep; ``space.KEY=...`` overrides the search space; every other
+key is a run key applied to each trial (benchmark=, data_root=, backbone=, epochs=, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from search_spaces import available_spaces
+from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice
+from slora.configure import (ConfigError, describe_keys, leaf_fields, parse_options, resolve_key, run_keys_help,
+                             split_overrides)
+from slora.variants import get_variant
+
+SPACE_PREFIX = "space."
+
+
+@dataclass
+class SweepConfig:
+    variant: str = "slora"  # a variant's search space, or `all` (the variant itself searched)
+    num_samples: int = 6
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs fit
+    workers_per_trial: int = 1
+    # Fractional by default: on a 2-core laptop two single-worker trials then run side by side, and trial
+    # drivers (0.01 CPU each) can never starve the workers (docs/platform.md §3).
+    cpus_per_worker: float = 0.49
+    gpus_per_worker: float = 0.0  # fractions allowed (small models share a GPU)
+    # Every selection reads the validation split (data.val_fraction, SWEEP_VAL_FRACTION unless set): the
+    # objective, ASHA's ranking, the best trial, the registered model and the Pareto front.
+    objective: str = choice("accuracy", "pareto")  # val_accuracy; pareto: also min stored parameters
+    scheduler: str = choice("asha", "none")
+    grace_period: int = 1  # stages every trial gets before ASHA may stop it
+    # ASHA ranks trials at a rung by average incremental accuracy, not the current stage's accuracy: accuracy
+    # after the first stages is inflated (few classes, near 100% on digits' 2-class stage 1) and barely ranks
+    # trials. Replaying a measured 8-trial sweep (`bench_asha.py replay=`): keeping 1/3 per rung kept the
+    # no-early-stopping winner in 97% of trial orders (1/2 kept: 66%; current-stage accuracy, 1/2 kept: 23%), all
+    # at about 40% fewer stage-epochs.
+    asha_metric: str = choice("average_incremental_accuracy", "accuracy")  # val_
+    reduction_factor: int = 3
+    # Each trial runs its config on this many seeds (seed s: training seed + s, class order seed + s), stage by
+    # stage together, and reports their mean (and std): K times the training of a trial, one start-up.
+    seeds_per_trial: int = 1
+    seed: int = 0  # TPE's seed
+    name: str = ""  # '' : sweep-<variant>-<benchmark>-<time>
+    storage_path: str = ""  # '' : <cwd>/runs/ray; any pyarrow URI (s3://...) for a cluster
+    tracking_uri: str = ""  # '' : sqlite file <cwd>/mlflow.db
+    experiment: str = "slora-sweep"
+    registered_model: str = "slora-best"
+    out_dir: str = ""  # '' : <cwd>/runs/<name>
+    address: str = ""  # an existing Ray cluster ('auto' or ray://...); '' starts a local one
+    resume: bool = False
+    save_merged: str = choice("last", "every", "none")
+    max_failures: int = 1  # Train restarts per trial after a lost worker
+    kill_worker_at_stage: int = 0  # fault drill for tests: SIGKILL rank 0 once at this stage
+
+
+def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
+    """-> (sweep config, run keys for every trial, search-space overrides). Errors before Ray starts."""
+    names = {f.name for f in fields(SweepConfig)}
+    sweep_pairs, run_overrides, space_overrides = {}, {}, {}
+    for key, value in split_overrides(argv).items():
+        if key.startswith(SPACE_PREFIX):
+            space_overrides[key[len(SPACE_PREFIX):]] = value
+        else:
+            (sweep_pairs if key in names else run_overrides)[key] = value
+    sweep = parse_options(SweepConfig, sweep_pairs)
+    if sweep.variant != "all":
+        try:
+            get_variant(sweep.variant)
+        except ValueError as err:
+            raise ConfigError(f"{err}, all") from None
+        run_overrides["variant"] = sweep.variant
+    paths = leaf_fields(RunConfig)
+    val_key = next((k for k in run_overrides if k != "variant" and resolve_key(k, paths) == "data.val_fraction"), None)
+    if val_key is None:
+        run_overrides["data.val_fraction"] = str(SWEEP_VAL_FRACTION)
+    elif not _positive_number(run_overrides[val_key]):
+        raise ConfigError(f"{val_key}={run_overrides[val_key]}: a sweep selects on a validation split, so it must "
+                          f"be in (0, 1) (default {SWEEP_VAL_FRACTION}); never on test data")
+    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period", "seeds_per_trial"):
+        if getattr(sweep, key) < 1:
+            raise ConfigError(f"{key}={getattr(sweep, key)}: must be >= 1")
+    if sweep.cpus_per_worker <= 0 or sweep.gpus_per_worker < 0:
+        raise ConfigError(f"cpus_per_worker={sweep.cpus_per_worker} must be > 0 and gpus_per_worker >= 0")
+    return sweep, run_overrides, space_overrides
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return True  # not a number: the run config's own typing reports it, naming the key
+
+
+def sweep_help() -> str:
+    return ("Sweep keys:\n" + describe_keys(SweepConfig())
+            + f"\n\nSearch spaces (variant=): {', '.join(available_spaces())} (search_spaces/*.yaml); "
+            "space.KEY=[a,b] replaces a parameter's choices, space.KEY=x fixes it.\n\n"
+            f"Every other key is a run key for every trial; a sweep sets data.val_fraction={SWEEP_VAL_FRACTION} "
+            "unless given (selection reads val_ scores only). " + run_keys_help())
+
+
+# Local files a trial reads. Made absolute in the sweep's own process: a Ray Job's trials run in its uploaded
+# working directory, and a relative path there points somewhere else.
+LOCAL_PATH_FIELDS = ("backbone.checkpoint", "data.data_root", "data.cache_dir", "data.classes")
+
+
+def absolute_paths(run_overrides: dict) -> dict:
+    paths = leaf_fields(RunConfig)
+    out = dict(run_overrides)
+    for key, value in run_overrides.items():
+        if key in ("variant", "benchmark", "semantics", "backbone") or not value:
+            continue
+        remote = "://" in value or value.startswith("hf-hub:")
+        path = resolve_key(key, paths)
+        # classes= is a file only when one exists there (else a comma list or a shipped list's bare name)
+        if path not in LOCAL_PATH_FIELDS or remote or (path == "data.classes" and not Path(value).is_file()):
+            continue
+        prefix = "local-dir:" if value.startswith("local-dir:") else ""
+        out[key] = prefix + str(Path(value.removeprefix(prefix)).expanduser().resolve())
+    return out

@@ -1,0 +1,73 @@
+"""The end of a sweep: trial statuses, the results table, the best finished trial (selected on validation, reported
+on test), the registered model, the Pareto front, the best trial per variant, the MLflow UI command."""
+
+from __future__ import annotations
+
+from slora.report import format_table, stage_table
+
+from . import tracking
+from .results import VARIANT_COLUMNS, best_per_variant, pareto_front, results_table, write_table
+
+
+def _score(row: dict, key: str) -> str:
+    """A mean score, with its spread over the trial's seeds when it ran several."""
+    spread = row.get(f"{key}_std")
+    return f"{row[key]:.2%}" + (f" ± {spread:.2%}" if spread is not None and spread == spread else "")
+
+
+def finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log) -> dict:
+    """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command."""
+    statuses = {}
+    for result in grid:
+        metrics = result.metrics or {}
+        if "trial_id" not in metrics:  # Tune adds it to every result; a trial that never reported has none
+            continue
+        if result.error:
+            statuses[metrics["trial_id"]] = "failed"
+        elif "stages_done" in metrics:  # else no report reached Tune: results_table judges by MLflow's stages
+            statuses[metrics["trial_id"]] = "finished" if metrics["stages_done"] >= num_stages else "pruned"
+    table, run_statuses = results_table(uri, experiment_id, parent, num_stages, statuses)
+    for run_id, status in run_statuses.items():
+        mlflow_status = {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+        tracking.set_status(uri, run_id, mlflow_status, {"slora.status": status})
+    files = write_table(table, out_dir)
+    finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
+    summary = {"out_dir": str(out_dir), "trials": len(run_statuses), "finished": len(finished),
+               "results": str(files[0]), "tracking_uri": uri, "parent_run_id": parent,
+               "training_seconds": sum(r.get("stage_seconds", 0.0) for r in table),
+               "stage_epochs": sum(int(r.get("optim.epochs", 0)) for r in table)}
+    if finished:
+        best = max(finished, key=lambda r: r["val_accuracy"])  # selected on validation, reported on test
+        summary["best"] = {k: v for k, v in best.items()}
+        log(f"\nbest finished trial {best['trial']} (MLflow run {best['run_id']}), selected on validation: "
+            f"val accuracy {_score(best, 'val_accuracy')}; its test accuracy {_score(best, 'test_accuracy')}, "
+            f"test AAA {_score(best, 'test_average_incremental_accuracy')}, "
+            f"test forgetting {_score(best, 'test_forgetting')}")
+        searched = [p.key for p in params if p.kind != "value" and p.applies_to(best)]
+        if "variant" not in searched:  # fixed by the variant's own space, still worth naming
+            searched.append("variant")
+        log("config: " + ", ".join(f"{k}={best[k]}" for k in searched if k in best))
+        log(stage_table([r for r in table if r["run_id"] == best["run_id"]]))
+        if sweep.save_merged != "none":
+            version = tracking.register_best(uri, best["run_id"], num_stages, sweep.registered_model)
+            summary["registered_model"] = f"models:/{sweep.registered_model}/{version}"
+            log(f"registered {summary['registered_model']} (alias champion)")
+        if sweep.objective == "pareto":
+            front = pareto_front(finished)
+            summary["pareto_front"] = front
+            log("\nPareto front (max val accuracy, min stored parameters; test accuracy alongside):")
+            for r in front:
+                log(f"  {r['trial']}: val accuracy {r['val_accuracy']:.2%}, test accuracy {r['test_accuracy']:.2%}, "
+                    f"stored parameters {int(r['stored_parameters']):,}")
+    else:
+        log("\nno trial finished all stages")
+    if sweep.variant == "all":
+        summary["best_per_variant"] = best_per_variant(table, num_stages)
+        log("\nbest finished trial per variant:\n" + format_table(summary["best_per_variant"], VARIANT_COLUMNS))
+    tracking.log_parent_files(uri, parent, files)
+    tracking.set_status(uri, parent, "FINISHED")
+    log(f"\nresults: {files[0]}")
+    backend = f" --backend-store-uri {uri}" if not uri.startswith("http") else ""
+    log(f"MLflow UI: mlflow ui{backend} --port 5000   (then open http://127.0.0.1:5000)"
+        if backend else f"MLflow UI: {uri}")
+    return summary

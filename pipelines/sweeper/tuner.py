@@ -1,0 +1,152 @@
+"""Ray Tune over Ray Train trials: Optuna TPE samples the space, ASHA stops weak trials at stage boundaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from search_spaces import DefineByRun, constants
+from slora.configure import ConfigError, flat_config
+
+from . import tracking
+from .options import SweepConfig, absolute_paths
+from .preflight import prepare
+from .summary import finish
+from .trial import TrialSettings, trial_driver
+
+S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
+          "MLFLOW_S3_IGNORE_TLS")
+
+
+def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
+    """Trials that fit at once; each worker runs one torch thread per whole CPU, so count real cores."""
+    if sweep.max_concurrent_trials:
+        return sweep.max_concurrent_trials
+    per_trial = sweep.workers_per_trial * max(sweep.cpus_per_worker, 1.0)  # drivers take 0.01 CPU
+    return max(1, int(cluster_cpus // per_trial))
+
+
+def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print) -> dict:
+    cwd = Path.cwd()
+    started = time.perf_counter()
+    run_overrides = absolute_paths(run_overrides)
+    base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
+    name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    if sweep.resume and not sweep.name:
+        name = _latest_sweep(storage)
+    out_dir = Path(sweep.out_dir or cwd / "runs" / name).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    uri = sweep.tracking_uri or tracking.default_tracking_uri(cwd)
+    tracking.check_reachable(uri)
+    artifact_root = (cwd / "mlartifacts") if uri.startswith("sqlite") else None
+    experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
+    state_file = out_dir / "sweep.json"
+    previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
+    parent = tracking.start_parent(uri, experiment_id, name,
+                                   {**{f"sweep.{k}": v for k, v in asdict(sweep).items()}, **flat_config(base)},
+                                   previous.get("parent_run_id", ""))
+    state_file.write_text(json.dumps({"name": name, "storage_path": storage, "parent_run_id": parent}))
+    log(f"sweep {name}: {sweep.num_samples} trials x {num_stages} stages, space {sweep.variant}; "
+        f"MLflow {uri} (experiment {sweep.experiment}, parent run {parent})")
+
+    import ray
+    from ray import tune
+
+    _init_ray(sweep.address)
+    try:
+        concurrent = concurrent_trials(sweep, ray.cluster_resources().get("CPU", 1))
+        settings = TrialSettings(
+            base_overrides=dict(run_overrides), constants=constants(params),
+            tracking=tracking.TrackingTarget(uri, experiment_id, parent), storage_path=storage,
+            workers_per_trial=sweep.workers_per_trial, cpus_per_worker=sweep.cpus_per_worker,
+            gpus_per_worker=sweep.gpus_per_worker, max_failures=sweep.max_failures,
+            save_merged=sweep.save_merged, kill_worker_at_stage=sweep.kill_worker_at_stage,
+            seeds_per_trial=sweep.seeds_per_trial,
+        )
+        trainable = tune.with_resources(tune.with_parameters(trial_driver, settings=settings), {"cpu": 0.01})
+        experiment_path = f"{storage.rstrip('/')}/{name}"
+        if sweep.resume and tune.Tuner.can_restore(experiment_path):
+            log(f"resuming {experiment_path}: finished trials are kept, unfinished ones continue")
+            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log),
+                run_config=tune.RunConfig(name=name, storage_path=storage,
+                                          # a trial driver lost with its node restarts; its trainer resumes
+                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+            )
+        grid = tuner.fit()
+        if not sweep.address:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
+            ray.shutdown()
+        summary = finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
+        summary["wall_seconds"] = time.perf_counter() - started
+        training = summary.pop("training_seconds")
+        summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(summary["trials"], 1)
+        log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
+            f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary
+    finally:
+        if not sweep.address:
+            ray.shutdown()
+
+
+def _tune_config(sweep, params, base, num_stages, concurrent, log):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .searcher import StageAwareOptunaSearch
+
+    fixed = {"variant": base.variant, "semantics": base.semantics}
+    if sweep.objective == "pareto":
+        metric, mode = ["val_accuracy", "stored_parameters"], ["max", "min"]
+        if sweep.scheduler == "asha":
+            log("objective=pareto: Optuna cannot prune multi-objective studies, so this sweep runs without ASHA")
+        scheduler = None
+    else:
+        metric, mode = "val_accuracy", "max"
+        scheduler = None if sweep.scheduler == "none" else ASHAScheduler(
+            time_attr="stages_done", metric=f"val_{sweep.asha_metric}", mode="max", max_t=num_stages,
+            grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
+            stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
+        )
+    searcher = StageAwareOptunaSearch(
+        space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.seed, max_t=num_stages
+    )
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
+                           max_concurrent_trials=concurrent)
+
+
+def _init_ray(address: str) -> None:
+    import ray
+
+    # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (docs/platform.md §4).
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+           "RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})
+    # s3:// storage_path and MLflow artifacts on S3: the endpoint and region given to the driver reach every trial
+    # (credentials come from the nodes: an instance profile on AWS, or the environment `ray start` ran in).
+    # Inside a Ray Job the job's own env_vars already reach every worker, and naming one again is an error.
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    env_vars = {k: os.environ[k] for k in (*env, *S3_ENV) if k in os.environ and k not in job.get("env_vars", {})}
+    # "local": always a fresh instance; a bare ray.init() would join any cluster `ray start` left on this machine.
+    # A Ray Job (`ray job submit`, README "On a GPU cluster") names its own cluster in RAY_ADDRESS.
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
+             runtime_env={"env_vars": env_vars}, log_to_driver=True,
+             ignore_reinit_error=True)
+
+
+def _latest_sweep(storage: str) -> str:
+    folders = sorted((p for p in Path(storage).glob("sweep-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise ConfigError(f"resume=true: no sweep under storage_path={storage}; give name= of the sweep to resume")
+    return folders[-1].name
