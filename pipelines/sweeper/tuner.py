@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -58,7 +59,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     import ray
     from ray import tune
 
-    _init_ray(sweep.address)
+    log(f"Ray's own logs (workers, Train controllers, raylet): {_init_ray(sweep.address)}")
     try:
         concurrent = concurrent_trials(sweep, ray.cluster_resources().get("CPU", 1))
         settings = TrialSettings(
@@ -103,7 +104,11 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    import optuna
+
     from .searcher import StageAwareOptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in every sweep
 
     fixed = {"variant": base.variant, "semantics": base.semantics}
     if sweep.objective == "pareto":
@@ -125,7 +130,8 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
                            max_concurrent_trials=concurrent)
 
 
-def _init_ray(address: str) -> None:
+def _init_ray(address: str) -> str:
+    """Start or join Ray; -> the folder its logs go to."""
     import ray
 
     # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (docs/platform.md §4).
@@ -140,9 +146,14 @@ def _init_ray(address: str) -> None:
     # "local": always a fresh instance; a bare ray.init() would join any cluster `ray start` left on this machine.
     # A Ray Job (`ray job submit`, README "On a GPU cluster") names its own cluster in RAY_ADDRESS.
     address = address or os.environ.get("RAY_ADDRESS", "")
-    ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
-             runtime_env={"env_vars": env_vars}, log_to_driver=True,
-             ignore_reinit_error=True)
+    # The console is Tune's progress table and this project's lines. Ray's start-up chatter (token authentication,
+    # worker start-up concurrency, actor constructor size, each Train controller's resource requests: all benign,
+    # docs/platform.md §10) stays in the session's log folder, where a failed trial's error file also points.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    context = ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
+                       runtime_env={"env_vars": env_vars}, log_to_driver=False, logging_level=logging.WARNING,
+                       ignore_reinit_error=True)
+    return str(Path(context.address_info.get("session_dir", "/tmp/ray/session_latest")) / "logs")
 
 
 def _latest_sweep(storage: str) -> str:
