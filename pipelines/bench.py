@@ -1,5 +1,6 @@
 """Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
-``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path.
+``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path;
+``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py).
 
 - train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
   the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
@@ -188,6 +189,10 @@ def main(argv: list[str]) -> int:
         from pipelines.bench_data import main as data_main
 
         return data_main(argv[1:])
+    if argv[:1] == ["methods"]:
+        from pipelines.bench_methods import main as methods_main
+
+        return methods_main(argv[1:])
     options = {"quick": "false", "reps": ""}
     for arg in argv:
         key, _, value = arg.removeprefix("--").partition("=")

@@ -11,10 +11,11 @@ import json
 import time
 
 
+from slora.configure import compose_run
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
 from slora.data.batches import train_batches
-from slora.configure import compose_run
+from slora.learner import Task
 from slora.training import build_optimizer, continual_loss
 
 
@@ -37,13 +38,13 @@ def bench_data(overrides: dict[str, str], batches: int = 20) -> dict:
     loader = seen / (time.perf_counter() - start)
 
     run = ContinualRun(cfg, bench, device="cpu")
-    run.model.begin_task(bench.task_sizes[0], cfg.adapter.rank)
-    optimizer, _ = build_optimizer(run.model, cfg.optim, 1)
+    run.learner.begin_task(Task(index=0, num_new_classes=bench.task_sizes[0], known=0, data=lambda: iter(())))
+    optimizer, _ = build_optimizer(run.learner, cfg.optim, 1)
     x, y = next(train_batches(images, labels, size, seed=0))
     y = y % bench.task_sizes[0]
 
     def step():
-        loss = continual_loss(run.model(x), y, 0)
+        loss = continual_loss(run.learner(x), y, 0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

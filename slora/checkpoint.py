@@ -20,7 +20,7 @@ RESUMABLE_CHANGES = ("resume", "out_dir", "progress", "device", "save_merged")
 
 
 def save_checkpoint(runs: list[ContinualRun], path: str | Path) -> None:
-    state = {f"seed{s}/{k}": v for s, run in enumerate(runs) for k, v in run.model.adapter_state().items()}
+    state = {f"seed{s}/{k}": v for s, run in enumerate(runs) for k, v in run.learner.learner_state().items()}
     meta = {"continual": [asdict(run.state) for run in runs], "config": _computed(runs[0].cfg)}
     save_file(state, str(path), metadata={"slora": json.dumps(meta)})
 

@@ -6,8 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-from .variants import get_variant
+from .config import RunConfig, group_options
 
 
 class ConfigError(ValueError):
@@ -28,15 +27,14 @@ def check_choices(obj: Any, prefix: str = "") -> None:
 def validate(cfg: RunConfig) -> None:
     """Everything checkable before any work starts."""
     check_choices(cfg)
-    try:
-        get_variant(cfg.variant)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    if cfg.variant not in group_options("variant"):
+        raise ConfigError(f"unknown variant {cfg.variant!r}; valid variants: {', '.join(group_options('variant'))}")
     positive = {
         "adapter.rank": cfg.adapter.rank,
         "optim.lr_direction": cfg.optim.lr_direction,
         "optim.lr_magnitude": cfg.optim.lr_magnitude,
         "optim.lr_head": cfg.optim.lr_head,
+        "optim.lr_backbone": cfg.optim.lr_backbone,
         "optim.first_task_lr_scale": cfg.optim.first_task_lr_scale,
         "optim.epochs": cfg.optim.epochs,
         "optim.batch_size": cfg.optim.batch_size,

@@ -8,13 +8,26 @@ users compare against; ``semantics="paper"`` flips every such switch to the pape
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+CONF_DIR = Path(__file__).parent / "conf"  # the config groups: benchmark/, variant/, semantics/
+
+
+def group_options(group: str) -> list[str]:
+    """The names a config group offers: its YAML files (the one list of benchmarks, methods, semantics)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def choice(*options: str) -> Any:
     """A string field limited to ``options``, the first being the default. OmegaConf types no ``Literal``, so the
     choices live in the field's metadata: slora.checks enforces them and ``--help`` lists them."""
     return field(default=options[0], metadata={"choices": options})
+
+
+def owned(default: Any, *methods: str) -> Any:
+    """A key only ``methods`` read: giving it to another method is an error naming its owners."""
+    return field(default=default, metadata={"methods": methods})
 
 
 def seq(*values: Any) -> Any:
@@ -51,6 +64,7 @@ class OptimConfig:
     lr_direction: float = 1e-2  # the current task's LoRA factors
     lr_magnitude: float = 1e-2  # the magnitude vector (a separate parameter group, so it can be tuned apart)
     lr_head: float = 1e-2  # the new classifier rows
+    lr_backbone: float = owned(1e-3, "seq_ft")  # every ViT weight, for the methods that fine-tune it
     momentum: float = 0.9
     epochs: int = 20
     first_task_epochs: int = 0  # 0: same as epochs (the official init_epoch)
@@ -98,6 +112,16 @@ class DataConfig:
     cache_dir: str = ""  # decoded-data cache ('' : $SLORA_CACHE_DIR, else ~/.cache/slora-sweep)
 
 
+@dataclass
+class InfLoRAConfig:
+    """InfLoRA's own keys (its rank is adapter.rank). DualGPM keeps the directions holding a fraction eps_t of the
+    input energy, eps_t rising linearly from threshold_begin at the first task towards threshold_end: official
+    lamb/lame, 0.95 -> 1.0 on CIFAR-100 and DomainNet (configs/cifar100_inflora.json), 0.98 -> 1.0 on ImageNet-R."""
+
+    threshold_begin: float = owned(0.95, "inflora")
+    threshold_end: float = owned(1.0, "inflora")
+
+
 SWEEP_VAL_FRACTION = 0.1
 # What every stage scores, on each split: `val_<score>` (when a validation split exists) and `test_<score>`.
 SCORES = ("accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy")
@@ -121,3 +145,4 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    inflora: InfLoRAConfig = field(default_factory=InfLoRAConfig)

@@ -1,7 +1,7 @@
 """``key=value`` command lines -> typed configs, composed by Hydra from slora/conf/ and validated once.
 
 A run config is slora/config.py's dataclasses (the schema) < the benchmark's preset (conf/benchmark/) < the
-variant's (conf/variant/) < the semantics preset (conf/semantics/) < the command line. On top of Hydra's override
+semantics preset (conf/semantics/) < the method's preset (conf/variant/) < the command line. On top of Hydra's override
 grammar sits one thin alias layer: a key may be the bare last part of a unique dotted path (``rank``, ``epochs``,
 ``data_root``); ``backbone=NAME`` names a timm model and clears the tiny ViT's size overrides; string values need
 no quoting. Every error is one line naming the bad value and the valid choices.
@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from .checks import ConfigError, check_choices, validate
-from .config import RunConfig
-
-CONF_DIR = Path(__file__).parent / "conf"
+from .config import CONF_DIR, RunConfig, group_options
 GROUPS = ("benchmark", "variant", "semantics")  # config groups: `benchmark=cifar100` picks conf/benchmark/cifar100.yaml
 PLURAL = {"benchmark": "benchmarks", "variant": "variants", "semantics": "semantics"}
 BACKBONE_SIZE_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size")
 HELP_FLAGS = ("-h", "--help", "help")
 T = TypeVar("T")
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def check_group(group: str, name: str) -> None:
@@ -39,6 +32,7 @@ def check_group(group: str, name: str) -> None:
 class Leaf(typing.NamedTuple):
     type: Any
     choices: tuple[str, ...]  # empty: any value of the type
+    methods: tuple[str, ...]  # the methods that read it; empty: every method
 
 
 def leaf_fields(cls: type, prefix: str = "") -> dict[str, Leaf]:
@@ -49,7 +43,8 @@ def leaf_fields(cls: type, prefix: str = "") -> dict[str, Leaf]:
         if dataclasses.is_dataclass(hints[f.name]):
             out.update(leaf_fields(hints[f.name], f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{f.name}"] = Leaf(hints[f.name], tuple(f.metadata.get("choices", ())))
+            out[f"{prefix}{f.name}"] = Leaf(hints[f.name], tuple(f.metadata.get("choices", ())),
+                                            tuple(f.metadata.get("methods", ())))
     return out
 
 
@@ -144,6 +139,10 @@ def _hydra_overrides(overrides: list[str] | dict[str, Any]) -> list[str]:
             out.append(f"{group}={value}")
             continue
         path = "backbone.name" if key == "backbone" else resolve_key(key, fields)
+        owners, variant = fields[path].methods, str(pairs.get("variant", RunConfig.variant))
+        if owners and variant not in owners:
+            raise ConfigError(f"{key}={value}: {path} belongs to {', '.join(owners)}; variant={variant} does not "
+                              f"read it")
         given.add(path)
         out.append(f"{path}={_grammar(value, fields[path].type)}")
     if "backbone" in pairs:  # a real timm name: its own sizes, not the tiny ViT's

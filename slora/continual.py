@@ -1,7 +1,8 @@
 """One continual sequence: the stage loop shared by pipelines/run.py and every Ray Train worker.
 
-A stage is begin_task (grow the head, add a direction) -> train -> end_task (absorb, or freeze and normalise; it
-hands back the merged model as trained) -> evaluate that model on every class seen so far. The evaluation uses the merged plain-timm model, so
+A stage is the learner's begin_task (S-LoRA: grow the head, add a direction) -> train -> end_task (S-LoRA: absorb,
+or freeze and normalise; every method hands back the plain model as trained) -> evaluate that model on every class
+seen so far. The evaluation uses the merged plain-timm model, so
 a stage's accuracy is exactly what the exported checkpoint scores.
 """
 
@@ -20,10 +21,10 @@ from .config import RunConfig
 from .data import Benchmark
 from .data.batches import eval_batches, train_batches
 from .export import UNIT_MEAN, UNIT_STD
+from .learner import Task
+from .learners import build_learner
 from .metrics import accuracy, average_incremental_accuracy, block_accuracies, forgetting
-from .model import SLoRAViT
 from .training import build_optimizer, predict, train_epoch
-from .variants import get_variant
 
 EVAL_BATCH = 256
 
@@ -70,12 +71,11 @@ class ContinualRun:
     ):
         self.cfg, self.device, self.wrap = cfg, torch.device(device), wrap
         self.ddp_rank, self.world_size = ddp_rank, world_size
-        self.variant = get_variant(cfg.variant)
-        self.bench = bench.as_joint() if self.variant.joint else bench
-        channels, size, _ = self.bench.image_shape
+        channels, size, _ = bench.image_shape
         vit = create_backbone(cfg.backbone, image_size=size, in_chans=channels, seed=cfg.seed)
         self.mean, self.std = input_normalisation(vit, cfg.data.input_scaling, channels)
-        self.model = SLoRAViT(vit.to(self.device), cfg.adapter, decoupled=self.variant.decoupled)
+        self.learner = build_learner(cfg, vit.to(self.device))
+        self.bench = bench.as_joint() if self.learner.joint else bench
         self.state = ContinualState()
         self.last_merged: nn.Module | None = None  # the evaluated (and exported) model of the last stage
 
@@ -83,8 +83,8 @@ class ContinualRun:
     def num_stages(self) -> int:
         return self.bench.num_tasks
 
-    def restore(self, adapter_state: dict[str, torch.Tensor], state: ContinualState) -> None:
-        self.model.load_adapter_state({k: v.to(self.device) for k, v in adapter_state.items()})
+    def restore(self, learner_state: dict[str, torch.Tensor], state: ContinualState) -> None:
+        self.learner.load_learner_state({k: v.to(self.device) for k, v in learner_state.items()})
         self.state = state
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,29 +94,40 @@ class ContinualRun:
         stage = self.state.stages_done
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed * 1000 + stage)  # the new direction's init: same on every rank and resume
-        lora_rank = self.variant.rank_for_task(stage, self.cfg.adapter)
         classes = self.bench.task_classes(stage)
-        self.model.begin_task(len(classes), lora_rank)
-        optim = self.cfg.optim
-        epochs = optim.first_task_epochs if stage == 0 and optim.first_task_epochs else optim.epochs
-        forward = self.wrap(self.model)
-        lr_scale = optim.first_task_lr_scale if stage == 0 else 1.0
-        optimizer, scheduler = build_optimizer(self.model, optim, epochs, lr_scale)
         images, labels = self.bench.train_split(stage)
-        loss = math.nan
-        for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}", self.cfg.progress and self.ddp_rank == 0):
-            batches = (
-                (self._normalise(x), y)
-                for x, y in train_batches(images, labels, optim.batch_size, seed=(self.cfg.seed * 1000 + stage) * 1000 + epoch,
-                                          ddp_rank=self.ddp_rank, world_size=self.world_size, augment=self.bench.augment, device=self.device)
-            )
-            loss = train_epoch(forward, self.model, batches, optimizer, known=classes.start, grad_clip=optim.grad_clip)
-            scheduler.step()
-        self.last_merged, absorbed = self.model.end_task(absorb=self.variant.absorb)
-        result = self._evaluate(self.last_merged, stage, lora_rank, absorbed, loss, time.perf_counter() - start)
+        task = Task(index=stage, num_new_classes=len(classes), known=classes.start, data=lambda: (
+            (self._normalise(x), y.to(self.device)) for x, y in zip(eval_batches(images, EVAL_BATCH, self.device),
+                                                                   labels.split(EVAL_BATCH))),
+                    num_tasks=self.num_stages)
+        self.learner.begin_task(task)
+        loss = self._train(task, images, labels) if self.learner.trains else math.nan
+        self.last_merged, absorbed = self.learner.end_task(task)
+        result = self._evaluate(self.last_merged, stage, self.learner.task_rank, absorbed, loss,
+                                time.perf_counter() - start)
         self.state.stages_done += 1
         self.state.results.append(result.metrics())
         return result
+
+    def _train(self, task: Task, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """The task's epochs; -> the last epoch's mean loss."""
+        stage, optim = task.index, self.cfg.optim
+        epochs = optim.first_task_epochs if stage == 0 and optim.first_task_epochs else optim.epochs
+        forward = self.wrap(self.learner)
+        lr_scale = optim.first_task_lr_scale if stage == 0 else 1.0
+        optimizer, scheduler = build_optimizer(self.learner, optim, epochs, lr_scale)
+        loss = math.nan
+        for epoch in _progress(range(epochs), f"stage {stage + 1}/{self.num_stages}",
+                               self.cfg.progress and self.ddp_rank == 0):
+            batches = (
+                (self._normalise(x), y)
+                for x, y in train_batches(images, labels, optim.batch_size,
+                                          seed=(self.cfg.seed * 1000 + stage) * 1000 + epoch, ddp_rank=self.ddp_rank,
+                                          world_size=self.world_size, augment=self.bench.augment, device=self.device)
+            )
+            loss = train_epoch(forward, self.learner, batches, optimizer, known=task.known, grad_clip=optim.grad_clip)
+            scheduler.step()
+        return loss
 
     def _evaluate(self, merged: nn.Module, stage: int, lora_rank: int, absorbed: bool, loss: float,
                   seconds: float) -> StageResult:
@@ -136,7 +147,7 @@ class ContinualRun:
                 f"{split}_forgetting": forgetting(self.accuracy_matrix(split), stage),
                 f"{split}_average_incremental_accuracy": average_incremental_accuracy(curve),
             })
-        return StageResult(stage=stage + 1, scores=scores, stored_parameters=self.model.stored_parameters(),
+        return StageResult(stage=stage + 1, scores=scores, stored_parameters=self.learner.stored_parameters(),
                            stage_seconds=seconds, train_loss=loss, lora_rank=lora_rank, absorbed=absorbed)
 
     def accuracy_matrix(self, split: str = "test") -> list[list[float]]:

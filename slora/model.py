@@ -8,14 +8,13 @@ step at task 1 costs. ``merged()`` writes the same weights into a copy: a plain 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from .adapter import QKVDirections
-from .config import AdapterConfig
+from .config import AdapterConfig, OptimConfig
+from .heads import empty_head, grown_head, with_head
 
 
 class SLoRAViT(nn.Module):
@@ -35,7 +34,7 @@ class SLoRAViT(nn.Module):
             {str(b): QKVDirections(vit.blocks[b].attn.qkv, adapter.targets) for b in blocks}
         )
         ref = vit.blocks[0].attn.qkv.weight
-        self.head = _empty_head(vit.num_features, ref)
+        self.head = empty_head(vit.num_features, ref)
         # owner[c]: which kept direction rank column c of the frozen buffers belongs to
         self.register_buffer("owner", torch.zeros(0, dtype=torch.long, device=ref.device))
         # KD's absorbed coefficients, added to the magnitudes; kept when the magnitudes reset (docs/method.md §7)
@@ -64,6 +63,20 @@ class SLoRAViT(nn.Module):
         current = sum(p.numel() for p in self.directions.parameters())
         return factors + current + self.magnitudes.numel()
 
+    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
+        """The current direction, the magnitudes and the head, each at its own learning rate.
+
+        The whole head is optimised: old rows get exactly zero gradient from the sliced loss and there is no weight
+        decay, so with SGD+momentum or Adam they do not move (as in the official code).
+        """
+        groups = [
+            {"params": list(self.directions.parameters()), "lr": optim.lr_direction * lr_scale, "name": "directions"},
+            {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"},
+        ]
+        if self.magnitudes.requires_grad:
+            groups.append({"params": [self.magnitudes], "lr": optim.lr_magnitude * lr_scale, "name": "magnitudes"})
+        return groups
+
     # -- lifecycle (begin_task / end_task, as Mammoth's learners) ------------------------------------------------
     def begin_task(self, num_new_classes: int, rank: int) -> None:
         """Grow the head by the new classes and add a fresh direction (zero contribution until it trains)."""
@@ -71,7 +84,7 @@ class SLoRAViT(nn.Module):
             raise ValueError(f"num_new_classes={num_new_classes}: a task must bring at least one class")
         if rank <= 0:
             raise ValueError(f"rank={rank}: must be a positive integer")
-        self._grow_head(num_new_classes)
+        self.head = grown_head(self.head, num_new_classes)
         if self.decoupled or not self.has_current:
             for layer in self.directions.values():
                 layer.add_direction(rank)
@@ -124,17 +137,6 @@ class SLoRAViT(nn.Module):
 
     def _current_coefficient(self, norms: dict) -> torch.Tensor:
         return self.magnitudes[-1].detach() * (1.0 if self.cfg.normalise_current else norms["mean"])
-
-    def _grow_head(self, num_new: int) -> None:
-        old = self.head
-        new = nn.Linear(old.in_features, old.out_features + num_new, device=old.weight.device, dtype=old.weight.dtype)
-        with torch.no_grad():
-            # official code: new rows kaiming_uniform (nonlinearity='linear'), new bias 0, old rows copied
-            nn.init.kaiming_uniform_(new.weight, nonlinearity="linear")
-            new.bias.zero_()
-            new.weight[: old.out_features] = old.weight
-            new.bias[: old.out_features] = old.bias
-        self.head = new
 
     def _magnitudes_for_new_task(self) -> torch.Tensor:
         kept = self.kept_directions
@@ -222,15 +224,10 @@ class SLoRAViT(nn.Module):
     @torch.no_grad()
     def merged(self) -> nn.Module:
         """A plain timm ViT with everything folded in: the adapters into qkv, the head as its classifier."""
-        vit = copy.deepcopy(self.vit)
+        vit = with_head(self.vit, self.head)
         for name, weight in self.adapted_qkv_weights().items():
             vit.get_parameter(name).copy_(weight)
-        vit.reset_classifier(self.num_classes)
-        vit.head.to(device=self.head.weight.device, dtype=self.head.weight.dtype)
-        vit.head.load_state_dict(self.head.state_dict())
-        vit.num_classes = self.num_classes
-        vit.pretrained_cfg = {**getattr(self.vit, "pretrained_cfg", {}), "num_classes": self.num_classes}
-        return vit.eval()
+        return vit
 
     # -- adapter checkpoints ------------------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -259,12 +256,3 @@ class SLoRAViT(nn.Module):
         missing = [k for k in missing if not k.startswith("vit.")]
         if missing or unexpected:
             raise ValueError(f"adapter state does not fit this model: missing {missing}, unexpected {unexpected}")
-
-
-def _empty_head(in_features: int, like: torch.Tensor) -> nn.Linear:
-    """A head with no class yet; begin_task grows it (nn.Linear warns when it initialises an empty weight)."""
-    head = nn.Linear(in_features, 1, device=like.device, dtype=like.dtype)
-    head.weight = nn.Parameter(head.weight.detach()[:0])
-    head.bias = nn.Parameter(head.bias.detach()[:0])
-    head.out_features = 0
-    return head

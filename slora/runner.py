@@ -73,7 +73,7 @@ def start_run(cfg: RunConfig) -> ContinualRun:
 
 def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
     extra = {"stage": stage, "class_order": run.bench.class_order,
-             "class_names": [run.bench.class_names[c] for c in run.bench.class_order[: run.model.num_classes]],
+             "class_names": [run.bench.class_names[c] for c in run.bench.class_order[: run.learner.num_classes]],
              "variant": run.cfg.variant, "backbone": run.cfg.backbone.name}
     return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
 

@@ -9,27 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import OptimConfig
-from .model import SLoRAViT
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-def build_optimizer(model: SLoRAViT, optim: OptimConfig, epochs: int, lr_scale: float = 1.0):
-    """Separate parameter groups: the current direction, the magnitudes and the head each have a learning rate
-    (times ``lr_scale``, which the first task uses for the official init_lr).
-
-    The whole head is optimised: old rows get exactly zero gradient from the sliced loss and there is no weight
-    decay, so with SGD+momentum or Adam they do not move (as in the official code).
-    """
-    groups = [
-        {"params": list(model.directions.parameters()), "lr": optim.lr_direction * lr_scale, "name": "directions"},
-        {"params": list(model.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"},
-    ]
-    if model.magnitudes.requires_grad:
-        groups.append({"params": [model.magnitudes], "lr": optim.lr_magnitude * lr_scale, "name": "magnitudes"})
-    groups = [g for g in groups if g["params"]]
+def build_optimizer(model: nn.Module, optim: OptimConfig, epochs: int, lr_scale: float = 1.0):
+    """The optimiser over ``model.param_groups(optim, lr_scale)`` (each group its own learning rate, times
+    ``lr_scale``, which the first task uses for the official init_lr), no weight decay, MultiStepLR per epoch."""
+    groups = [g for g in model.param_groups(optim, lr_scale) if g["params"]]
     if optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=0.0)
     else:
@@ -46,12 +35,12 @@ def continual_loss(logits: torch.Tensor, labels: torch.Tensor, known: int) -> to
     return F.cross_entropy(logits[:, known:], labels - known)
 
 
-def train_epoch(forward: nn.Module, model: SLoRAViT, batches, optimizer, known: int, grad_clip: float) -> float:
-    """`forward` is the model as called (DDP-wrapped or not); `model` the S-LoRA module underneath."""
+def train_epoch(forward: nn.Module, model: nn.Module, batches, optimizer, known: int, grad_clip: float) -> float:
+    """`forward` is the learner as called (DDP-wrapped or not); `model` the learner underneath (its ``loss``)."""
     forward.train()
     total, count = 0.0, 0
     for images, labels in batches:
-        loss = continual_loss(forward(images), labels, known)
+        loss = model.loss(forward(images), labels, known)
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss became {loss.item()} at task with {known} known classes")
         optimizer.zero_grad(set_to_none=True)

@@ -112,11 +112,13 @@ def test_run_reports_a_missing_dataset_as_one_line_before_training(tmp_path, cap
 
 
 def test_every_benchmark_and_variant_a_config_accepts_has_a_loader_and_a_behaviour():
-    from slora.configure import group_options
+    from slora.config import group_options
     from slora.data import BENCHMARKS
 
     assert sorted(BENCHMARKS) == group_options("benchmark")
-    assert sorted(VARIANTS) == group_options("variant")
+    from slora.learners import LEARNERS
+
+    assert sorted(LEARNERS) == group_options("variant")
 
 
 def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_loaders():
@@ -129,7 +131,7 @@ def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_load
 
 
 @pytest.mark.parametrize("script, expected", [
-    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variant=: joint, seq_lora", "semantics=: official, paper"]),
+    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variant=: inflora, joint, seq_ft, seq_lora, simplecil, slora", "semantics=: official, paper"]),
     ("sweep", ["scheduler=asha   (asha | none)", "Search spaces (variant=): all,", "data.benchmark=digits"]),
     ("evaluate", ["checkpoint=PATH (required)", "\n  class_order_seed=-1\n"]),
     ("pretrain", ["\n  benchmark=omniglot_background\n", "\n  embed_dim=96\n"]),

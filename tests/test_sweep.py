@@ -281,3 +281,15 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     # it would have won, c beats the 2/3 quantile of {a, b} and goes on: 7 of 9 stage-epochs, best c.
     saved, best = replay_asha(curves, ["a", "b", "c"], 3, "val_accuracy", grace=1, reduction=3)
     assert best == "c" and saved == pytest.approx(2 / 9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simplecil", "seq_ft", "inflora"])
+def test_each_baseline_runs_through_a_two_trial_sweep(method, tmp_path):
+    done = run_sweep_cli([f"variant={method}", "num_samples=2", "num_tasks=2", *SMALL[1:], "scheduler=none",
+                          f"name={method}", "save_merged=none"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = pq.read_table(tmp_path / "runs" / method / "results.parquet").to_pandas()
+    assert set(table["variant"]) == {method} and table["trial"].nunique() == 2
+    assert set(table["stage"]) == {1, 2} and (table["status"] == "finished").all()
+    assert table["val_accuracy"].notna().all() and table["test_accuracy"].notna().all()

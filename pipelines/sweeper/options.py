@@ -10,10 +10,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from search_spaces import available_spaces
-from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice
+from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice, group_options
 from slora.configure import (ConfigError, describe_keys, leaf_fields, parse_options, resolve_key, run_keys_help,
                              split_overrides)
-from slora.variants import get_variant
 
 SPACE_PREFIX = "space."
 
@@ -68,10 +67,9 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
             (sweep_pairs if key in names else run_overrides)[key] = value
     sweep = parse_options(SweepConfig, sweep_pairs)
     if sweep.variant != "all":
-        try:
-            get_variant(sweep.variant)
-        except ValueError as err:
-            raise ConfigError(f"{err}, all") from None
+        if sweep.variant not in group_options("variant"):
+            raise ConfigError(f"unknown variant {sweep.variant!r}; valid variants: "
+                              f"{', '.join(group_options('variant'))}, all")
         run_overrides["variant"] = sweep.variant
     paths = leaf_fields(RunConfig)
     val_key = next((k for k in run_overrides if k != "variant" and resolve_key(k, paths) == "data.val_fraction"), None)

@@ -1,0 +1,143 @@
+"""Each method's defining property on a tiny ViT, through the Learner interface the stage loop drives."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from slora.configure import ConfigError, compose_run
+from slora.learner import Task
+from slora.learners import LEARNERS, build_learner
+from slora.training import build_optimizer
+from tiny import CLASSES_PER_TASK, OPTIM, images, tiny_vit
+
+EVAL = images(6, seed=9)
+METHODS = pytest.mark.parametrize("name", ["slora", "slora_pp", "seq_lora", "simplecil", "seq_ft", "inflora"])
+
+
+def task_data(index: int, n: int = 8, seed: int = 3):
+    """A task's images (random, fixed by the seed) and labels of its CLASSES_PER_TASK new classes."""
+    x = images(n, seed=seed + index)
+    y = index * CLASSES_PER_TASK + torch.arange(n) % CLASSES_PER_TASK
+    return Task(index=index, num_new_classes=CLASSES_PER_TASK, known=index * CLASSES_PER_TASK,
+                data=lambda: iter([(x[:5], y[:5]), (x[5:], y[5:])])), x, y
+
+
+def run_learner(name: str, tasks: int = 2, steps: int = 2):
+    """``tasks`` tasks of the stage loop in miniature: begin_task, a few steps when the method trains, end_task."""
+    cfg = compose_run({"variant": name, "rank": 2, "optim.lr_backbone": 1e-3} if name == "seq_ft" else
+                      {"variant": name, "rank": 2})
+    learner = build_learner(cfg, tiny_vit())
+    merged = as_trained = None
+    for index in range(tasks):
+        torch.manual_seed(index)
+        task, x, y = task_data(index)
+        learner.begin_task(task)
+        if learner.trains:
+            optimizer, _ = build_optimizer(learner, OPTIM, epochs=1)
+            learner.train()
+            for _ in range(steps):
+                loss = learner.loss(learner(x), y, task.known)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        learner.eval()
+        with torch.no_grad():
+            as_trained = learner(EVAL)
+        merged, _ = learner.end_task(task)
+    return learner, merged, as_trained
+
+
+@METHODS
+def test_every_method_evaluates_all_seen_classes_without_a_task_id_as_a_plain_timm_vit(name):
+    learner, merged, as_trained = run_learner(name)
+    assert isinstance(merged, timm.models.VisionTransformer) and merged.num_classes == 2 * CLASSES_PER_TASK
+    with torch.no_grad():  # the exported model is the learner as trained (S-LoRA: before its direction is stored;
+        expected = as_trained if learner.trains else learner(EVAL)  # SimpleCIL: once end_task set its prototypes)
+        assert torch.allclose(merged(EVAL), expected, atol=1e-5)
+
+
+@METHODS
+def test_a_learner_rebuilt_from_its_state_gives_the_same_logits(name):
+    learner, _, _ = run_learner(name)
+    fresh = build_learner(compose_run({"variant": name, "rank": 2}), tiny_vit())
+    fresh.load_learner_state(learner.learner_state())
+    learner.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh(EVAL), learner(EVAL), atol=1e-6)
+
+
+def test_simplecil_prototypes_are_the_class_means_and_it_trains_nothing():
+    learner, _, _ = run_learner("simplecil")
+    assert not learner.trains and learner.stored_parameters() == 0
+    backbone = tiny_vit().eval()  # the same pre-trained weights, untouched
+    with torch.no_grad():
+        for index in range(2):
+            _, x, y = task_data(index)
+            features = backbone(x)
+            for c in y.unique():
+                mean = features[y == c].mean(0)
+                assert torch.allclose(learner.head.weight[c], F.normalize(mean, dim=0), atol=1e-5)
+        # prediction = the most cosine-similar prototype, over every class seen
+        cosine = F.normalize(backbone(EVAL), dim=1) @ learner.head.weight.T
+        assert torch.equal(learner(EVAL).argmax(1), cosine.argmax(1))
+
+
+@pytest.mark.parametrize("name, changes", [("seq_ft", True), ("slora", False), ("slora_pp", False),
+                                           ("seq_lora", False), ("simplecil", False), ("inflora", False)])
+def test_only_full_fine_tuning_changes_the_backbone(name, changes):
+    learner, _, _ = run_learner(name)
+    pretrained = tiny_vit().state_dict()
+    backbone = (learner.model.vit if hasattr(learner, "model") else learner.vit).state_dict()
+    moved = [k for k, v in backbone.items() if not torch.equal(v, pretrained[k])]
+    assert bool(moved) == changes, moved
+    if changes:
+        assert learner.stored_parameters() == sum(v.numel() for v in tiny_vit().parameters())
+
+
+def test_a_method_key_given_to_another_method_names_its_owner():
+    with pytest.raises(ConfigError) as caught:
+        compose_run(["variant=slora", "lr_backbone=1e-3"])
+    assert "seq_ft" in str(caught.value) and "variant=slora" in str(caught.value)
+    assert compose_run(["variant=seq_ft", "lr_backbone=1e-3"]).optim.lr_backbone == 1e-3
+
+
+def test_every_registered_method_has_a_search_space():
+    from search_spaces import available_spaces
+
+    assert set(LEARNERS) - {"joint"} <= set(available_spaces())
+
+
+def features(learner, x: torch.Tensor) -> torch.Tensor:
+    from torch.func import functional_call
+
+    with torch.no_grad():
+        return functional_call(learner.vit, learner.adapted_qkv_weights(), (x,), strict=False)
+
+
+@pytest.mark.parametrize("threshold, kept", [(1 - 1e-9, True), (0.05, False)])
+def test_inflora_leaves_old_inputs_untouched_when_their_subspace_is_kept(threshold, kept):
+    """One task-0 image spans a 5-dimensional input space per block (5 tokens); keeping all its energy in DualGPM,
+    task 1's designed down factors annihilate it, so however task 1 trains, task 0's features do not move. Keeping
+    one direction (threshold 0.05), they do."""
+    cfg = compose_run({"variant": "inflora", "rank": 2, "inflora.threshold_begin": threshold,
+                       "inflora.threshold_end": threshold})
+    learner = build_learner(cfg, tiny_vit())
+    old, new = images(1, seed=5), images(8, seed=6)
+    for index, (x, y) in enumerate([(old, torch.tensor([0])), (new, 2 + torch.arange(8) % 2)]):
+        task = Task(index=index, num_new_classes=2, known=2 * index, data=lambda x=x, y=y: iter([(x, y)]), num_tasks=2)
+        learner.begin_task(task)
+        if index == 1:
+            before = features(learner, old)
+            optimizer = torch.optim.Adam([p for g in learner.param_groups(OPTIM) for p in g["params"]], lr=0.1)
+            for _ in range(5):
+                loss = learner.loss(learner(new), y, task.known)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            assert learner.up_k[0].abs().max() > 0.1  # task 1 did train
+        learner.end_task(task)
+    moved = (features(learner, old) - before).abs().max() / before.abs().max()
+    assert (moved < 1e-4) == kept, float(moved)
