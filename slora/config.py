@@ -122,6 +122,26 @@ class InfLoRAConfig:
     threshold_end: float = owned(1.0, "inflora")
 
 
+@dataclass
+class CodaPromptConfig:
+    """CODA-Prompt's own keys; official prompt_param 100 8 0.0 (github.com/GT-RIPL/CODA-Prompt, README and configs)."""
+
+    pool_size: int = owned(100, "coda_prompt")  # components in all; each task owns pool_size / tasks of them
+    length: int = owned(8, "coda_prompt")  # prompt length: half prefix keys, half prefix values
+    ortho_mu: float = owned(0.0, "coda_prompt")  # orthogonality penalty on components, keys, attention vectors
+
+
+@dataclass
+class L2PConfig:
+    """L2P's own keys; official prompt_param 30 20 -1 of CODA-Prompt's L2P (pool, length, first block only), top 5,
+    and the pull term's coefficient 0.1 (L2P's pull_constraint_coeff)."""
+
+    pool_size: int = owned(30, "l2p")
+    length: int = owned(20, "l2p")
+    top_k: int = owned(5, "l2p")
+    pull_coefficient: float = owned(0.1, "l2p")
+
+
 SWEEP_VAL_FRACTION = 0.1
 # What every stage scores, on each split: `val_<score>` (when a validation split exists) and `test_<score>`.
 SCORES = ("accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy")
@@ -146,3 +166,5 @@ class RunConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     inflora: InfLoRAConfig = field(default_factory=InfLoRAConfig)
+    coda_prompt: CodaPromptConfig = field(default_factory=CodaPromptConfig)
+    l2p: L2PConfig = field(default_factory=L2PConfig)

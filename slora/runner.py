@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from timm.models import VisionTransformer
 
 from .config import RunConfig
 from .continual import ContinualRun
@@ -74,7 +75,9 @@ def start_run(cfg: RunConfig) -> ContinualRun:
 def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
     extra = {"stage": stage, "class_order": run.bench.class_order,
              "class_names": [run.bench.class_names[c] for c in run.bench.class_order[: run.learner.num_classes]],
-             "variant": run.cfg.variant, "backbone": run.cfg.backbone.name}
+             "variant": run.cfg.variant, "backbone": run.cfg.backbone.name, "image_shape": list(run.bench.image_shape)}
+    if not isinstance(run.last_merged, VisionTransformer):  # a prompt method: two passes, its own format
+        return run.learner.export(folder, extra)
     return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
 
 

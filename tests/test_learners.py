@@ -14,7 +14,9 @@ from slora.training import build_optimizer
 from tiny import CLASSES_PER_TASK, OPTIM, images, tiny_vit
 
 EVAL = images(6, seed=9)
-METHODS = pytest.mark.parametrize("name", ["slora", "slora_pp", "seq_lora", "simplecil", "seq_ft", "inflora"])
+METHODS = pytest.mark.parametrize("name", ["slora", "slora_pp", "seq_lora", "simplecil", "seq_ft", "inflora",
+                                           "coda_prompt", "l2p"])
+PROMPTS = ("coda_prompt", "l2p")  # two forward passes: exported in their own format, not as a plain ViT
 
 
 def task_data(index: int, n: int = 8, seed: int = 3):
@@ -22,7 +24,7 @@ def task_data(index: int, n: int = 8, seed: int = 3):
     x = images(n, seed=seed + index)
     y = index * CLASSES_PER_TASK + torch.arange(n) % CLASSES_PER_TASK
     return Task(index=index, num_new_classes=CLASSES_PER_TASK, known=index * CLASSES_PER_TASK,
-                data=lambda: iter([(x[:5], y[:5]), (x[5:], y[5:])])), x, y
+                data=lambda: iter([(x[:5], y[:5]), (x[5:], y[5:])]), num_tasks=2), x, y
 
 
 def run_learner(name: str, tasks: int = 2, steps: int = 2):
@@ -53,7 +55,8 @@ def run_learner(name: str, tasks: int = 2, steps: int = 2):
 @METHODS
 def test_every_method_evaluates_all_seen_classes_without_a_task_id_as_a_plain_timm_vit(name):
     learner, merged, as_trained = run_learner(name)
-    assert isinstance(merged, timm.models.VisionTransformer) and merged.num_classes == 2 * CLASSES_PER_TASK
+    assert isinstance(merged, timm.models.VisionTransformer) != (name in PROMPTS)
+    assert merged.num_classes == 2 * CLASSES_PER_TASK
     with torch.no_grad():  # the exported model is the learner as trained (S-LoRA: before its direction is stored;
         expected = as_trained if learner.trains else learner(EVAL)  # SimpleCIL: once end_task set its prototypes)
         assert torch.allclose(merged(EVAL), expected, atol=1e-5)
@@ -86,7 +89,8 @@ def test_simplecil_prototypes_are_the_class_means_and_it_trains_nothing():
 
 
 @pytest.mark.parametrize("name, changes", [("seq_ft", True), ("slora", False), ("slora_pp", False),
-                                           ("seq_lora", False), ("simplecil", False), ("inflora", False)])
+                                           ("seq_lora", False), ("simplecil", False), ("inflora", False),
+                                           ("coda_prompt", False), ("l2p", False)])
 def test_only_full_fine_tuning_changes_the_backbone(name, changes):
     learner, _, _ = run_learner(name)
     pretrained = tiny_vit().state_dict()
@@ -141,3 +145,61 @@ def test_inflora_leaves_old_inputs_untouched_when_their_subspace_is_kept(thresho
         learner.end_task(task)
     moved = (features(learner, old) - before).abs().max() / before.abs().max()
     assert (moved < 1e-4) == kept, float(moved)
+
+
+def test_coda_prompt_freezes_earlier_components_keys_and_attention_in_a_later_task():
+    cfg = compose_run({"variant": "coda_prompt", "coda_prompt.pool_size": 4, "coda_prompt.length": 2})
+    learner = build_learner(cfg, tiny_vit())
+    for index in range(2):
+        task, x, y = task_data(index)
+        learner.begin_task(task)
+        if index == 1:
+            old = {n: getattr(learner, f"{n}_0")[:2].detach().clone() for n in ("p", "k", "a")}
+            new = {n: getattr(learner, f"{n}_0")[2:].detach().clone() for n in ("p", "k", "a")}
+            flat = getattr(learner, "p_0").detach().reshape(4, -1)  # new components start orthogonal to old ones
+            assert (flat[2:] @ flat[:2].T).abs().max() < 1e-4
+            optimizer, _ = build_optimizer(learner, OPTIM, epochs=1)
+            learner.train()
+            for _ in range(3):
+                loss = learner.loss(learner(x), y, task.known)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        learner.end_task(task)
+    for n in ("p", "k", "a"):
+        assert torch.equal(getattr(learner, f"{n}_0")[:2], old[n]), n  # task 0's components did not move
+        assert not torch.equal(getattr(learner, f"{n}_0")[2:], new[n]), n  # task 1's trained
+
+
+def test_l2p_prefixes_are_the_prompts_whose_keys_best_match_the_query():
+    learner = build_learner(compose_run({"variant": "l2p", "l2p.pool_size": 6, "l2p.top_k": 2, "l2p.length": 2}),
+                            tiny_vit()).eval()
+    query = torch.randn(3, learner.dim)
+    with torch.no_grad():
+        learner.keys.copy_(torch.randn(6, learner.dim))
+        learner.keys[4] = 5 * query[0]  # prompt 4's key is image 0's query itself: the best match
+        chosen, _ = learner.select(query)
+        cosine = F.normalize(query, dim=1) @ F.normalize(learner.keys, dim=1).T
+        assert chosen[0, 0] == 4 and torch.equal(chosen.sort(1).values, cosine.topk(2, 1).indices.sort(1).values)
+        prefix_k, _ = learner.prefixes(query)[0]
+        assert torch.equal(prefix_k[0, :1], learner.prompts[4, :1])  # its first half leads image 0's prefix keys
+
+
+def test_a_prompt_method_exports_what_it_evaluates_and_loads_back(tmp_path):
+    from slora.learners import load_exported
+    from slora.runner import run_continual
+
+    cfg = compose_run(["variant=coda_prompt", "num_tasks=2", "epochs=1", "max_train_per_class=6", "progress=false",
+                       "save_merged=last", f"out_dir={tmp_path / 'run'}", "device=cpu", "coda_prompt.pool_size=4"])
+    results = run_continual(cfg, log=lambda *_: None)
+    exported = load_exported(tmp_path / "run" / "merged" / "stage_02")
+    from slora.data import load_benchmark
+    from slora.continual import EVAL_BATCH
+    from slora.data.batches import eval_batches
+    from slora.metrics import accuracy
+    from slora.training import predict
+
+    bench = load_benchmark(cfg.data)
+    seen = bench.test_labels < exported.num_classes
+    batches = (x - 0.0 for x in eval_batches(bench.test_images[seen], EVAL_BATCH, "cpu"))  # unit scaling: as fed
+    assert accuracy(predict(exported, batches), bench.test_labels[seen]) == results["final_test_accuracy"]

@@ -284,7 +284,7 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simplecil", "seq_ft", "inflora"])
+@pytest.mark.parametrize("method", ["simplecil", "seq_ft", "inflora", "coda_prompt", "l2p"])
 def test_each_baseline_runs_through_a_two_trial_sweep(method, tmp_path):
     done = run_sweep_cli([f"variant={method}", "num_samples=2", "num_tasks=2", *SMALL[1:], "scheduler=none",
                           f"name={method}", "save_merged=none"], tmp_path)

@@ -1,0 +1,53 @@
+"""L2P (Wang et al., "Learning to Prompt for Continual Learning", CVPR 2022), as CODA-Prompt's code re-implements
+it for its comparisons (github.com/GT-RIPL/CODA-Prompt, models/zoo.py ``L2P``, "L2P++"): a shared pool of prompts,
+each with a key; the query (the frozen ViT's features) picks the top-k prompts by cosine with their keys, and the
+chosen prompts, split in half, are prefix keys and values of the first block. The whole pool and the keys train on
+every task; a pull term, coefficient times the sum over the chosen keys of 1 - cos(query, key), draws the chosen
+keys to their queries. No task id at training or test time.
+
+Departures, said in the README: prefix-tuning in the first block (the code's L2P++) rather than the original
+prompt-tuning of the input tokens; the pull term averaged over the batch (the official term sums over a batch x
+batch index, which scales it by the batch size).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import OptimConfig, RunConfig
+from .prompting import PromptLearner
+
+
+class L2P(PromptLearner):
+    layers = (0,)
+
+    def __init__(self, cfg: RunConfig, vit: nn.Module):
+        super().__init__(cfg, vit)
+        own = cfg.l2p
+        self.pool, self.length, self.top_k, self.pull = own.pool_size, own.length, own.top_k, own.pull_coefficient
+        ref = self.head.weight
+        self.prompts = nn.Parameter(torch.rand(self.pool, self.length, self.dim, device=ref.device))  # official uniform
+        self.keys = nn.Parameter(torch.rand(self.pool, self.dim, device=ref.device))
+
+    def select(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (indices of the top-k prompts per image, their cosines with the query)."""
+        cosine = F.normalize(query, dim=1) @ F.normalize(self.keys, dim=1).T
+        top = cosine.topk(min(self.top_k, self.pool), dim=1)
+        return top.indices, top.values
+
+    def prefixes(self, query: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        chosen, cosines = self.select(query.detach())
+        self.extra_loss = self.pull * (1 - cosines).sum(dim=1).mean() if self.training else query.new_zeros(())
+        prompt = self.prompts[chosen]  # (B, k, L, C)
+        half = self.length // 2
+        batch = len(query)
+        return {0: (prompt[:, :, :half].reshape(batch, -1, self.dim), prompt[:, :, half:].reshape(batch, -1, self.dim))}
+
+    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
+        return [{"params": [self.prompts, self.keys], "lr": optim.lr_direction * lr_scale, "name": "prompts"},
+                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+
+    def stored_parameters(self) -> int:
+        return self.prompts.numel() + self.keys.numel()
