@@ -93,19 +93,22 @@ def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def markdown_cells(group: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """Each score over a group's seeds as "mean ± std" in percent."""
+    cells = []
+    for key in keys:
+        values = [100 * g[key] for g in group]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+    return cells
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| variant | semantics | Acc | AAA | forgetting | stored params | seconds per run |",
              "|---|---|---|---|---|---|---|"]
-
-    def cell(values):
-        values = [100 * v for v in values]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.2f} ± {spread:.2f}"
-
     for (variant, semantics), group in _groups(rows).items():
-        lines.append(f"| {variant} | {semantics} | {cell([g['final_accuracy'] for g in group])} | "
-                     f"{cell([g['average_incremental_accuracy'] for g in group])} | "
-                     f"{cell([g['forgetting'] for g in group])} | "
+        cells = markdown_cells(group, ("final_accuracy", "average_incremental_accuracy", "forgetting"))
+        lines.append(f"| {variant} | {semantics} | {' | '.join(cells)} | "
                      f"{statistics.mean(g['stored_parameters'] for g in group):,.0f} | "
                      f"{statistics.mean(g['seconds'] for g in group):.0f} |")
     return "\n".join(lines)

@@ -140,7 +140,7 @@ def _hydra_overrides(overrides: list[str] | dict[str, Any]) -> list[str]:
             continue
         path = "backbone.name" if key == "backbone" else resolve_key(key, fields)
         owners, variant = fields[path].methods, str(pairs.get("variant", RunConfig.variant))
-        if owners and variant not in owners:
+        if owners and variant not in owners and not _is_default(path, value):  # a saved config lists every key
             raise ConfigError(f"{key}={value}: {path} belongs to {', '.join(owners)}; variant={variant} does not "
                               f"read it")
         given.add(path)
@@ -148,6 +148,16 @@ def _hydra_overrides(overrides: list[str] | dict[str, Any]) -> list[str]:
     if "backbone" in pairs:  # a real timm name: its own sizes, not the tiny ViT's
         out += [f"backbone.{name}=0" for name in BACKBONE_SIZE_FIELDS if f"backbone.{name}" not in given]
     return out
+
+
+def _is_default(path: str, value: Any) -> bool:
+    default = RunConfig()
+    for name in path.split("."):
+        default = getattr(default, name)
+    try:
+        return float(value) == float(default)
+    except (TypeError, ValueError):
+        return str(value) == str(default)
 
 
 def _grammar(value: Any, kind: Any) -> str:

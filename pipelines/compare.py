@@ -1,0 +1,128 @@
+"""The tuned comparison no paper reports: every method gets the same number of trials over its own search space
+(one sweep each, not ``variant=all``, whose sampling splits trials unevenly), its best configuration is selected on
+the validation split, and that configuration and the method's official settings are each run on the same seeds
+and reported on test, mean ± std.
+
+``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft num_samples=8 seeds=3
+out_dir=runs/compare [sweep keys: scheduler=, seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
+
+It resumes where it stopped: a method whose sweep finished (its summary.json) is not swept again, an interrupted
+sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is reused.
+The table goes to stdout, compare.parquet, compare.md and to an MLflow run (kind "comparison") in the sweeps'
+experiment. Seed runs keep the sweeps' validation split, so the tuned rows are trained on what the sweep trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.study import finished_results, markdown_cells
+from pipelines.sweeper import tracking
+from pipelines.sweeper.options import SweepConfig, parse_sweep_args
+from pipelines.sweeper.tuner import run_sweep
+from slora.config import SWEEP_VAL_FRACTION, RunConfig
+from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
+from slora.data import load_benchmark
+from slora.runner import run_continual
+from slora.seeds import seed_config
+
+METHODS = "slora,inflora,coda_prompt,l2p,simplecil,seq_ft"
+NOT_A_SETTING = ("out_dir", "progress", "resume", "save_merged", "device")  # a trial's params that are not its config
+
+
+def main(argv: list[str]) -> int:
+    try:
+        options = split_overrides(argv)
+        methods = options.pop("methods", METHODS).split(",")
+        num_samples, seeds = int(options.pop("num_samples", 8)), int(options.pop("seeds", 3))
+        out_dir = Path(options.pop("out_dir", "runs/compare")).resolve()
+        sweep_names = {f.name for f in fields(SweepConfig)}
+        sweep_keys = {k: options.pop(k) for k in list(options) if k in sweep_names or k.startswith("space.")}
+        run_keys = {"data.val_fraction": str(SWEEP_VAL_FRACTION), **options, "progress": "false", "save_merged": "none"}
+        for method in methods:  # every setting checked before any sweep starts
+            parse_sweep_args([f"variant={method}", *(f"{k}={v}" for k, v in {**sweep_keys, **options}.items())])
+            compose_run({**run_keys, "variant": method})
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    order_seed = load_benchmark(compose_run({**run_keys, "variant": methods[0]}).data).order_seed
+    rows = []
+    for method in methods:
+        best = tuned_sweep(method, num_samples, out_dir / "sweeps", sweep_keys, options)
+        tuned = {k: v for k, v in best.items() if k in leaf_fields(RunConfig) and k not in NOT_A_SETTING}
+        settings = {"official": compose_run({**run_keys, "variant": method}),
+                    "tuned": compose_run({**tuned, **{k: run_keys[k] for k in ("progress", "save_merged")}})}
+        for label, base in settings.items():
+            for s in range(seeds):
+                cfg = replace(seed_config(base, s, order_seed), out_dir=str(out_dir / "runs" / f"{method}-{label}-{s}"))
+                results = finished_results(cfg) or run_continual(cfg, log=lambda *_: None)
+                rows.append({"method": method, "settings": label, "seed": s,
+                             **{k: results[f"final_{k}"] for k in ("val_accuracy", "test_accuracy",
+                                                                    "test_average_incremental_accuracy",
+                                                                    "test_forgetting")},
+                             "stored_parameters": results["stored_parameters"],
+                             "seconds": sum(stage["stage_seconds"] for stage in results["stages"])})
+                print(f"{method:>11} {label:>8} seed {s}: test acc {rows[-1]['test_accuracy']:.2%}", flush=True)
+    table = comparison_table(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out_dir / "compare.parquet")
+    (out_dir / "compare.md").write_text(table + "\n")
+    log_to_mlflow(sweep_keys, out_dir, rows)
+    print(table)
+    return 0
+
+
+def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> dict:
+    """The method's sweep (resumed if interrupted, skipped if finished) -> its best finished trial, chosen on val."""
+    name = f"compare-{method}"
+    out = sweeps_dir / name
+    summary_file = out / "summary.json"
+    if not summary_file.is_file():
+        resume = ["resume=true"] if (out / "sweep.json").is_file() else []
+        args = [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={out}", *resume,
+                *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]
+        run_sweep(*parse_sweep_args(args))
+    summary = json.loads(summary_file.read_text())
+    if "best" not in summary:
+        raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")
+    return summary["best"]
+
+
+def comparison_table(rows: list[dict]) -> str:
+    lines = ["| method | settings | val Acc | test Acc | test AAA | test forgetting | stored params | seconds per run |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["settings"]), []).append(r)
+    for (method, label), group in groups.items():
+        cells = markdown_cells(group, ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy",
+                                       "test_forgetting"))
+        lines.append(f"| {method} | {label} | {' | '.join(cells)} | "
+                     f"{sum(g['stored_parameters'] for g in group) / len(group):,.0f} | "
+                     f"{sum(g['seconds'] for g in group) / len(group):.0f} |")
+    return "\n".join(lines)
+
+
+def log_to_mlflow(sweep_keys: dict, out_dir: Path, rows: list[dict]) -> None:
+    """One run of kind "comparison" in the sweeps' experiment, holding the table and every seed's scores."""
+    sweep = SweepConfig(**{k: v for k, v in sweep_keys.items() if k in ("tracking_uri", "experiment")})  # as swept
+    uri = sweep.tracking_uri or tracking.default_tracking_uri(Path.cwd())
+    experiment_id = tracking.prepare_experiment(uri, sweep.experiment, None)
+    client = tracking.client(uri)
+    run = client.create_run(experiment_id, run_name=f"comparison-{out_dir.name}", tags={"slora.kind": "comparison"})
+    for i, r in enumerate(rows):
+        for key in ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting"):
+            client.log_metric(run.info.run_id, f"{r['method']}.{r['settings']}.{key}", r[key], step=r["seed"])
+    for name in ("compare.md", "compare.parquet"):
+        client.log_artifact(run.info.run_id, str(out_dir / name))
+    client.set_terminated(run.info.run_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
