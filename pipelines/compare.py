@@ -113,16 +113,9 @@ def log_to_mlflow(sweep_keys: dict, out_dir: Path, rows: list[dict]) -> None:
     """One run of kind "comparison" in the sweeps' experiment, holding the table and every seed's scores."""
     sweep = SweepConfig(**{k: v for k, v in sweep_keys.items() if k in ("tracking_uri", "experiment")})  # as swept
     uri = sweep.tracking_uri or tracking.default_tracking_uri(Path.cwd())
-    experiment_id = tracking.prepare_experiment(uri, sweep.experiment, None)
-    client = tracking.client(uri)
-    run = client.create_run(experiment_id, run_name=f"comparison-{out_dir.name}", tags={"slora.kind": "comparison"})
-    for i, r in enumerate(rows):
-        for key in ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting"):
-            client.log_metric(run.info.run_id, f"{r['method']}.{r['settings']}.{key}", r[key], step=r["seed"])
-    for name in ("compare.md", "compare.parquet"):
-        client.log_artifact(run.info.run_id, str(out_dir / name))
-    client.set_terminated(run.info.run_id)
-
+    tracking.log_table(uri, sweep.experiment, f"comparison-{out_dir.name}", "comparison", rows, ("method", "settings"),
+                       ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting"),
+                       [out_dir / "compare.md", out_dir / "compare.parquet"])
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.sweeper import tracking
 from slora.config import RunConfig
 from slora.data import load_benchmark
 from slora.configure import ConfigError, compose_run, from_dict, split_overrides
@@ -35,6 +36,7 @@ def main(argv: list[str]) -> int:
         variants = overrides.pop("variants", ",".join(VARIANTS)).split(",")
         out_dir = Path(overrides.pop("out_dir", "runs/study")).resolve()
         semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
+        tracking_uri = overrides.pop("tracking_uri", "")  # where the table is logged ('' : sqlite <cwd>/mlflow.db)
         common = {**overrides, "progress": "false", "save_merged": "none"}
         order_seed = load_benchmark(compose_run(dict(common)).data).order_seed
         configs = []
@@ -64,8 +66,13 @@ def main(argv: list[str]) -> int:
         print(f"{variant:>9} {semantics:>8} seed {seed}: acc {rows[-1]['final_accuracy']:.2%} "
               f"AAA {rows[-1]['average_incremental_accuracy']:.2%} forgetting {rows[-1]['forgetting']:.2%} "
               f"{rows[-1]['seconds']:.0f}s{' (reused)' if reused else ''}", flush=True)
-    pq.write_table(pa.Table.from_pylist(rows), out_dir / f"study-{'-'.join(semantics_list)}.parquet")
+    parquet = out_dir / f"study-{'-'.join(semantics_list)}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
     plot_curves(rows, out_dir / "study-curves.png")
+    (out_dir / "study.md").write_text(markdown_table(rows) + "\n")
+    tracking.log_table(tracking_uri or tracking.default_tracking_uri(Path.cwd()), "slora-study", out_dir.name, "study",
+                       rows, ("variant", "semantics"), ("final_accuracy", "average_incremental_accuracy", "forgetting"),
+                       [out_dir / "study.md", parquet, out_dir / "study-curves.png"])
     print(markdown_table(rows))
     print(f"study wall time {time.perf_counter() - started:.0f}s; curves: {out_dir / 'study-curves.png'}")
     return 0

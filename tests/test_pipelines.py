@@ -72,8 +72,9 @@ def test_bench_quick_prints_its_ratios_as_json():
 def test_study_reuses_a_finished_run_only_when_its_config_matches(tmp_path, capsys):
     from pipelines.study import main as study
 
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["benchmark=digits", "variants=slora", "seeds=1", "semantics=official", "epochs=1", "num_tasks=2",
-            "max_train_per_class=8", "device=cpu", f"out_dir={tmp_path}"]
+            "max_train_per_class=8", "device=cpu", f"tracking_uri={uri}", f"out_dir={tmp_path}"]
     assert study(args) == 0
     results = tmp_path / "slora-official-0" / "results.json"
     written = results.stat().st_mtime_ns
@@ -86,3 +87,9 @@ def test_study_reuses_a_finished_run_only_when_its_config_matches(tmp_path, caps
     assert study([*args[:-1], "rank=4", f"out_dir={tmp_path}"]) == 0
     assert "(reused)" not in capsys.readouterr().out.splitlines()[0]
     assert (tmp_path / "study-curves.png").stat().st_size > 0
+    from mlflow import MlflowClient  # the table is logged too: one run per study invocation, a metric per row
+
+    client = MlflowClient(tracking_uri=uri)
+    logged = client.search_runs([client.get_experiment_by_name("slora-study").experiment_id])
+    assert len(logged) == 4 and all(r.data.tags["slora.kind"] == "study" for r in logged)
+    assert "slora.official.final_accuracy" in logged[0].data.metrics

@@ -197,3 +197,20 @@ def log_parent_files(uri: str, run_id: str, files: list[Path]) -> None:
     c = client(uri)
     for f in files:
         c.log_artifact(run_id, str(f))
+
+
+def log_table(uri: str, experiment: str, run_name: str, kind: str, rows: list[dict], labels: tuple[str, ...],
+              scores: tuple[str, ...], files: list[Path]) -> str:
+    """A comparison as one MLflow run (tag slora.kind=kind): each row's scores as metrics named
+    ``<labels...>.<score>`` at step = its seed, and the table files as artifacts. Returns the run id."""
+    experiment_id = prepare_experiment(uri, experiment, None)
+    c = client(uri)
+    run = c.create_run(experiment_id, run_name=run_name, tags={"slora.kind": kind})
+    for row in rows:
+        prefix = ".".join(str(row[label]) for label in labels)
+        for score in scores:
+            c.log_metric(run.info.run_id, f"{prefix}.{score}", row[score], step=int(row.get("seed", 0)))
+    for f in files:
+        c.log_artifact(run.info.run_id, str(f))
+    c.set_terminated(run.info.run_id)
+    return run.info.run_id
