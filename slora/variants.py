@@ -1,4 +1,5 @@
-"""The variants, registered by name once (docs/method.md §12). Each is a few flags read by the continual loop."""
+"""The S-LoRA variants (docs/method.md §12): a few flags each, read by slora.learners.slora.SLoRALearner, which
+slora.learners registers under each variant's name."""
 
 from __future__ import annotations
 
@@ -37,8 +38,3 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-
-def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
-    return VARIANTS[name]
