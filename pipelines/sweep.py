@@ -1,6 +1,7 @@
 """A sweep: ``python pipelines/sweep.py variant=slora_pp [key=value ...]``.
 
---help lists every key with its default."""
+--help lists every key with its default; --cfg job prints the run config every trial starts from (before its
+sampled values)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 from pipelines.sweeper.options import parse_sweep_args, sweep_help
 from pipelines.sweeper.tuner import run_sweep
-from slora.configure import ConfigError, wants_help
+from slora.configure import ConfigError, compose_yaml, wants_config, wants_help
 
 
 def main(argv: list[str]) -> int:
@@ -16,7 +17,11 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip() + "\n\n" + sweep_help())
         return 0
     try:
+        show, argv = wants_config(argv)
         sweep, run_overrides, space_overrides = parse_sweep_args(argv)
+        if show:
+            print(compose_yaml(run_overrides), end="")
+            return 0
         run_sweep(sweep, run_overrides, space_overrides)
     except (ConfigError, ConnectionError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

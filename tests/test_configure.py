@@ -60,6 +60,12 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(tmp_path, capsys, m
     assert shown["adapter"]["rank"] == 7 and shown["optim"]["optimizer"] == "adam"
     assert shown["data"]["benchmark"] == "cifar100" and shown["semantics"] == "paper"
     assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no run
+    from pipelines.sweep import main as sweep
+
+    assert sweep(["variant=slora_pp", "benchmark=cifar100", "--cfg", "job"]) == 0
+    base = yaml.safe_load(capsys.readouterr().out)  # what every trial starts from: the sweep's validation split too
+    assert base["variant"] == "slora_pp" and base["data"]["val_fraction"] == 0.1 and base["optim"]["lr_head"] == 8e-3
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_interrupted_run_resumes_after_its_last_stage_with_the_same_numbers(tmp_path):
