@@ -103,7 +103,7 @@ def test_only_full_fine_tuning_changes_the_backbone(name, changes):
 
 def test_a_method_key_given_to_another_method_names_its_owner():
     with pytest.raises(ConfigError) as caught:
-        compose_run(["variant=slora", "lr_backbone=1e-3"])
+        compose_run(["variant=slora", "lr_backbone=1e-2"])
     assert "seq_ft" in str(caught.value) and "variant=slora" in str(caught.value)
     assert compose_run(["variant=seq_ft", "lr_backbone=1e-3"]).optim.lr_backbone == 1e-3
 
