@@ -52,6 +52,24 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     order_seed = load_benchmark(compose_run({**run_keys, "variant": methods[0]}).data).order_seed
+    try:
+        rows = compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys, order_seed)
+    finally:  # the one local Ray instance every sweep ran on (tuned_sweep)
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized() and not sweep_keys.get("address"):
+            ray.shutdown()
+    table = comparison_table(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out_dir / "compare.parquet")
+    (out_dir / "compare.md").write_text(table + "\n")
+    log_to_mlflow(sweep_keys, out_dir, rows)
+    print(table)
+    return 0
+
+
+def compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys, order_seed) -> list[dict]:
+    """Each method's sweep, then its official and tuned settings on every seed -> one row per (method, settings,
+    seed)."""
     rows = []
     for method in methods:
         best = tuned_sweep(method, num_samples, out_dir / "sweeps", sweep_keys, options)
@@ -69,13 +87,7 @@ def main(argv: list[str]) -> int:
                              "stored_parameters": results["stored_parameters"],
                              "seconds": sum(stage["stage_seconds"] for stage in results["stages"])})
                 print(f"{method:>11} {label:>8} seed {s}: test acc {rows[-1]['test_accuracy']:.2%}", flush=True)
-    table = comparison_table(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), out_dir / "compare.parquet")
-    (out_dir / "compare.md").write_text(table + "\n")
-    log_to_mlflow(sweep_keys, out_dir, rows)
-    print(table)
-    return 0
+    return rows
 
 
 def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> dict:
@@ -87,7 +99,8 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
         resume = ["resume=true"] if (out / "sweep.json").is_file() else []
         args = [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={out}", *resume,
                 *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]
-        run_sweep(*parse_sweep_args(args))
+        # one local Ray instance for all the methods' sweeps: its start-up is paid once
+        run_sweep(*parse_sweep_args(args), shared_ray=True)
     summary = json.loads(summary_file.read_text())
     if "best" not in summary:
         raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")

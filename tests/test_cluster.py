@@ -5,7 +5,7 @@ Ray cluster of a 0-CPU head (dashboard + Jobs API) and two 1-CPU worker nodes (r
 raylets, GCS and dashboard processes). Ray's temp dir is private to this module (RAY_TMPDIR), so no other Ray
 instance on the machine sees it, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every Ray address on loopback.
 The nodes get S3 credentials in their environment (as an instance profile gives them on AWS); the S3 endpoint
-reaches the trials from the sweep driver (pipelines/sweeper/tuner.py `_init_ray`).
+reaches the trials from the sweep driver (pipelines/sweeper/tuner.py `start_ray`).
 
 1. a sweep submitted through the Ray Jobs API, storage_path=s3://: trials on both worker nodes, checkpoints and
    MLflow artifacts in the bucket, runs in the MLflow server;

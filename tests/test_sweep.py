@@ -284,34 +284,29 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq_ft", "inflora", "coda_prompt", "l2p"])  # simplecil: the compare test
-def test_each_baseline_runs_through_a_two_trial_sweep(method, tmp_path):
-    done = run_sweep_cli([f"variant={method}", "num_samples=2", "num_tasks=2", *SMALL[1:], "scheduler=none",
-                          f"name={method}", "save_merged=none"], tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    table = pq.read_table(tmp_path / "runs" / method / "results.parquet").to_pandas()
-    assert set(table["variant"]) == {method} and table["trial"].nunique() == 2
-    assert set(table["stage"]) == {1, 2} and (table["status"] == "finished").all()
-    assert table["val_accuracy"].notna().all() and table["test_accuracy"].notna().all()
-
-
-@pytest.mark.slow
-def test_compare_sweeps_selects_on_val_reruns_on_seeds_and_resumes(tmp_path):
-    """pipelines/compare.py on SimpleCIL (its sweep is also SimpleCIL's 2-trial sweep): a table of official and
-    tuned settings over 2 seeds, in Parquet, Markdown and MLflow; run again, it trains nothing and says the same."""
-    args = [str(ROOT / "pipelines" / "compare.py"), "methods=simplecil", "num_samples=2", "seeds=2", "num_tasks=2",
-            *SMALL[1:3], "scheduler=none", f"out_dir={tmp_path / 'compare'}"]
+def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resumes(tmp_path):
+    """pipelines/compare.py over every baseline: each method through its own 2-trial sweep (one Ray instance for
+    all), then a table of official and tuned settings over 2 seeds, in Parquet, Markdown and MLflow; run again, it
+    trains nothing and says the same."""
+    methods = ["simplecil", "seq_ft", "inflora", "coda_prompt", "l2p"]
+    args = [str(ROOT / "pipelines" / "compare.py"), f"methods={','.join(methods)}", "num_samples=2", "seeds=2",
+            "num_tasks=2", *SMALL[1:3], "scheduler=none", f"out_dir={tmp_path / 'compare'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for method in methods:
+        sweep = pq.read_table(tmp_path / "compare" / "sweeps" / f"compare-{method}" / "results.parquet").to_pandas()
+        assert set(sweep["variant"]) == {method} and sweep["trial"].nunique() == 2
+        assert set(sweep["stage"]) == {1, 2} and (sweep["status"] == "finished").all()
+        assert sweep["val_accuracy"].notna().all() and sweep["test_accuracy"].notna().all()
     table = pq.read_table(tmp_path / "compare" / "compare.parquet").to_pandas()
-    assert sorted(table["settings"].unique()) == ["official", "tuned"] and len(table) == 4
+    assert sorted(table["settings"].unique()) == ["official", "tuned"] and len(table) == 4 * len(methods)
     assert table["test_accuracy"].between(0, 1).all() and table["val_accuracy"].notna().all()
-    assert "| simplecil | tuned |" in (tmp_path / "compare" / "compare.md").read_text()
+    assert all(f"| {method} | tuned |" in (tmp_path / "compare" / "compare.md").read_text() for method in methods)
     client, _, _ = mlflow_runs(tmp_path)
     comparisons = [r for r in client.search_runs([client.get_experiment_by_name("slora-sweep").experiment_id])
                    if r.data.tags.get("slora.kind") == "comparison"]
-    assert len(comparisons) == 1 and "simplecil.tuned.test_accuracy" in comparisons[0].data.metrics
+    assert len(comparisons) == 1 and "l2p.tuned.test_accuracy" in comparisons[0].data.metrics
     again = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "sweep compare-simplecil" not in again.stdout  # no sweep ran again
+    assert again.returncode == 0 and "sweep compare-" not in again.stdout  # no sweep ran again
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]

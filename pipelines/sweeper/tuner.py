@@ -30,7 +30,10 @@ def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
     return max(1, int(cluster_cpus // per_trial))
 
 
-def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print) -> dict:
+def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print,
+              shared_ray: bool = False) -> dict:
+    """One sweep. shared_ray: Ray was started by the caller (start_ray), which runs several sweeps on it and shuts it
+    down itself; a sweep on an existing cluster (address=) never shuts it down either."""
     cwd = Path.cwd()
     started = time.perf_counter()
     run_overrides = absolute_paths(run_overrides)
@@ -59,7 +62,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     import ray
     from ray import tune
 
-    log(f"Ray's own logs (workers, Train controllers, raylet): {_init_ray(sweep.address)}")
+    log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
+    owns_ray = not (sweep.address or shared_ray)
     try:
         concurrent = concurrent_trials(sweep, ray.cluster_resources().get("CPU", 1))
         settings = TrialSettings(
@@ -85,7 +89,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
             )
         grid = tuner.fit()
-        if not sweep.address:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
+        if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
             ray.shutdown()
         summary = finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
         summary["wall_seconds"] = time.perf_counter() - started
@@ -96,7 +100,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return summary
     finally:
-        if not sweep.address:
+        if owns_ray:
             ray.shutdown()
 
 
@@ -130,8 +134,8 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
                            max_concurrent_trials=concurrent)
 
 
-def _init_ray(address: str) -> str:
-    """Start or join Ray; -> the folder its logs go to."""
+def start_ray(address: str) -> str:
+    """Start or join Ray (a no-op where this process already did); -> the folder its logs go to."""
     import ray
 
     # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (docs/platform.md §4).
