@@ -143,6 +143,29 @@ def test_best_per_variant_counts_only_trials_that_finished_every_stage():
     assert (slora["trials"], slora["finished"], slora["best_trial"], slora["val_accuracy"]) == (2, 1, "t1", 0.5)
 
 
+def test_heatmap_shows_each_cells_accuracy_task_labels_and_a_title():
+    from pipelines.sweeper.tracking import heatmap_figure
+
+    nan = float("nan")
+    fig = heatmap_figure([[0.9, 0.5], [nan, 0.25]], "test accuracy per task after each stage")
+    (ax, *_) = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["90%", "50%", "25%"]  # no number for a task not yet seen
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["task 1", "task 2"] and ax.get_title()
+
+
+def test_a_trials_name_says_its_method_searched_values_and_id_and_final_metrics_its_last_stage():
+    from pipelines.sweeper.endings import final_metrics
+    from pipelines.sweeper.trial import run_name
+
+    sampled = {"adapter.rank": 8, "optim.lr_direction": 0.0041234, "variant": "slora_rr"}
+    assert run_name("slora_rr", sampled, "9077f05e") == "slora_rr rank=8 lr_direction=0.0041 9077f05e"
+    stages = {1: {"val_accuracy": 0.9, "test_accuracy": 0.8}, 2: {"val_accuracy": 0.5, "test_accuracy": 0.4,
+                                                                  "test_forgetting": 0.1}}
+    assert final_metrics(stages) == {"stages_done": 2, "final_val_accuracy": 0.5, "final_test_accuracy": 0.4,
+                                     "final_test_forgetting": 0.1}
+    assert final_metrics({}) == {"stages_done": 0}
+
+
 # -- real sweeps ---------------------------------------------------------------------------------------------------
 def mlflow_runs(workdir: Path):
     from mlflow import MlflowClient
@@ -157,8 +180,12 @@ def mlflow_runs(workdir: Path):
 
 @pytest.mark.slow
 def test_sweep_two_trials_two_stages_two_workers(tmp_path):
-    done = run_sweep_cli(["variant=slora", "num_samples=2", "workers_per_trial=2", "num_tasks=2", *SMALL[1:],
-                          "name=e2e", "save_merged=every"], tmp_path)
+    """Two DDP workers per trial, one trial at a time. TPE seed 7 samples a first-task learning-rate scale of 1
+    first and 1e-6 second (a first task that cannot learn), so ASHA keeps the first trial and stops the second after
+    stage 1; the MLflow store is then checked as a researcher reads it in the UI."""
+    done = run_sweep_cli(["variant=slora", "num_samples=2", "workers_per_trial=2", "num_tasks=2", *SMALL[1:3],
+                          "space.optim.epochs=3", "name=e2e", "save_merged=every", "seed=7",
+                          "space.optim.first_task_lr_scale=[1.0,1e-6]"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 2
@@ -170,14 +197,55 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
         assert len(steps) == len(set(steps)), "one metric value per stage"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"accuracy_matrix.png", "accuracy_matrix.csv", "classes.json"} <= artifacts
-    finished = [c for c in children if c.data.tags.get("slora.status") == "finished"]
-    assert finished, "ASHA keeps at least the best trial to the end"
-    stage_dirs = {a.path for a in client.list_artifacts(finished[0].info.run_id, "merged")}
+        # readable: method, searched values and a short id in the name; the searched keys tagged; resolved params
+        searched = child.data.tags["slora.searched"].split(",")
+        assert "optim.first_task_lr_scale" in searched and "adapter.rank" in searched
+        assert child.info.run_name.startswith("slora ") and f"rank={child.data.params['adapter.rank']}" in \
+            child.info.run_name and child.info.run_name.endswith(child.data.tags["ray_trial_id"])
+        params = child.data.params
+        assert (params["data.num_tasks"], params["data.task_sizes"], params["data.image_size"]) == ("2", "5,5", "8")
+        assert params["save_merged"] == "every" and params["device"] == "cpu"
+        assert params["adapter.ranks_used"] == f"{params['adapter.rank']},{params['adapter.rank']}"
+        # final scores on every trial, whichever way it ended, and the stage they come from
+        assert child.info.status == "FINISHED" and "slora.error" not in child.data.tags
+        assert {"final_val_accuracy", "final_test_accuracy", "final_test_average_incremental_accuracy",
+                "final_test_forgetting", "stages_done"} <= set(child.data.metrics)
+    children = {c.data.tags["slora.status"]: c for c in children}
+    assert set(children) == {"finished", "pruned"}, "ASHA stopped the trial whose head could not learn"
+    finished, pruned = children["finished"], children["pruned"]
+    assert float(pruned.data.params["optim.first_task_lr_scale"]) == 1e-6
+    assert (pruned.info.status, pruned.data.tags["slora.stopped_at_stage"]) == ("FINISHED", "1")
+    assert (pruned.data.metrics["stages_done"], finished.data.metrics["stages_done"]) == (1, 2)
+    assert finished.data.metrics["final_test_accuracy"] == \
+        client.get_metric_history(finished.info.run_id, "test_accuracy")[-1].value
+    stage_dirs = {a.path for a in client.list_artifacts(finished.info.run_id, "merged")}
     assert stage_dirs == {"merged/stage_01", "merged/stage_02"}
     table = pq.read_table(tmp_path / "runs" / "e2e" / "results.parquet").to_pandas()
     assert set(table["stage"]) == {1, 2} and "adapter.rank" in table.columns
+    # the sweep's own run summarises it
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.data.tags["slora.best_run_id"] == finished.info.run_id
+    assert finished.info.run_id in parent.data.tags["mlflow.note.content"]
+    assert (parent.data.metrics["trials_finished"], parent.data.metrics["trials_pruned"],
+            parent.data.metrics["trials_failed"]) == (1, 1, 0)
+    assert parent.data.metrics["best_test_accuracy"] == finished.data.metrics["final_test_accuracy"]
+    assert {"space.yaml", "summary.json", "per_variant.csv", "pareto_front.csv", "curves.png",
+            "results.parquet", "results.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "optim.first_task_lr_scale" not in parent.data.params, "a searched key's base value is no trial's"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the registered model reads without its run
     version = client.get_model_version_by_alias("slora-best", "champion")
-    assert version.run_id in {c.info.run_id for c in finished}
+    assert version.run_id == finished.info.run_id and finished.info.run_name in version.description
+    assert version.tags["method"] == "slora" and version.tags["benchmark"] == "digits"
+    assert float(version.tags["final_test_accuracy"]) == pytest.approx(finished.data.metrics["final_test_accuracy"],
+                                                                       abs=1e-4)
+    from mlflow.models import Model
+
+    assert version.source.endswith("merged/stage_02")  # its MLmodel file, beside the weights, has the signature
+    signature = Model.load(client.download_artifacts(version.run_id, "merged/stage_02/MLmodel", str(tmp_path)))
+    signature = signature.signature.to_dict()
+    assert "[-1, 1, 8, 8]" in signature["inputs"] and "[-1, 10]" in signature["outputs"]
     assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout
     summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["platform_overhead_per_trial_seconds"] > 0
@@ -198,7 +266,7 @@ def test_killed_worker_resumes_from_last_finished_stage(tmp_path):
     params = {k: v for k, v in child.data.params.items() if k in leaf_fields(RunConfig) and k != "out_dir"}
     clean = run_continual(compose_run({**params, "save_merged": "none", "out_dir": str(tmp_path / "clean")}),
                           log=lambda *_: None)
-    assert killed_final == {k: clean[f"final_{k}"] for k in scores}
+    assert killed_final == {k: round(clean[f"final_{k}"], 6) for k in scores}  # MLflow holds 6 decimals
 
 
 @pytest.mark.slow
@@ -207,8 +275,9 @@ def test_nan_trial_fails_alone_and_the_sweep_finishes(tmp_path):
                           "space.optim.lr_head=1e38", "max_failures=0"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = mlflow_runs(tmp_path)
-    assert children[0].info.status == "FAILED"
-    assert parents[0].info.status == "FINISHED"
+    assert children[0].info.status == "FAILED" and children[0].data.tags["slora.status"] == "failed"
+    assert "slora.error" in children[0].data.tags and "stopped_at_stage" not in str(children[0].data.tags)
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["trials_failed"] == 1
     assert (tmp_path / "runs" / "nan" / "results.parquet").exists()
 
 
@@ -224,7 +293,7 @@ def test_pareto_sweep_over_all_variants_runs_without_asha_and_prints_its_front(t
     expected = [r["trial"] for r in pareto_front([r for r in table if r["stage"] == 2])]
     printed = done.stdout.split("Pareto front (max val accuracy, min stored parameters; test accuracy alongside):")[1].splitlines()
     assert [line.split(":")[0].strip() for line in printed[1:1 + len(expected)]] == expected
-    assert not printed[1 + len(expected)].startswith("  trial_")
+    assert not any(printed[1 + len(expected)].startswith(f"  {trial}") for trial in {r["trial"] for r in table})
     per_variant = done.stdout.split("best finished trial per variant:")[1].splitlines()[3:3 + 2]
     sampled = sorted({r["variant"] for r in table})
     assert [line.split()[0] for line in per_variant[:len(sampled)]] == sampled

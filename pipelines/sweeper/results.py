@@ -24,8 +24,8 @@ def results_table(
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
         stages = tracking.metric_histories(uri, run.info.run_id)
         done = max(stages, default=0)
-        status = statuses.get(trial_id) or ("finished" if done >= num_stages else
-                                            "failed" if run.info.status == "FAILED" else "pruned")
+        status = statuses.get(trial_id) or run.data.tags.get("slora.status") or (
+            "finished" if done >= num_stages else "failed" if run.info.status == "FAILED" else "pruned")
         run_statuses[run.info.run_id] = status
         for stage in sorted(stages):
             rows.append({"trial": run.info.run_name, "trial_id": trial_id, "run_id": run.info.run_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from slora.report import format_table, stage_table
 
 from . import tracking
+from .endings import end_trial
 from .results import VARIANT_COLUMNS, best_per_variant, pareto_front, results_table, write_table
 
 
@@ -15,8 +16,10 @@ def _score(row: dict, key: str) -> str:
     return f"{row[key]:.2%}" + (f" ± {spread:.2%}" if spread is not None and spread == spread else "")
 
 
-def finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log) -> dict:
-    """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command."""
+def finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages, out_dir, log
+           ) -> tuple[dict, list[dict], dict[str, str]]:
+    """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command;
+    -> (summary, results table, {run id: status})."""
     statuses = {}
     for result in grid:
         metrics = result.metrics or {}
@@ -27,9 +30,8 @@ def finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir,
         elif "stages_done" in metrics:  # else no report reached Tune: results_table judges by MLflow's stages
             statuses[metrics["trial_id"]] = "finished" if metrics["stages_done"] >= num_stages else "pruned"
     table, run_statuses = results_table(uri, experiment_id, parent, num_stages, statuses)
-    for run_id, status in run_statuses.items():
-        mlflow_status = {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
-        tracking.set_status(uri, run_id, mlflow_status, {"slora.status": status})
+    for run_id, status in run_statuses.items():  # a no-op for the runs Tune's callback ended (endings.py)
+        end_trial(uri, run_id, status)
     files = write_table(table, out_dir)
     finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
     summary = {"out_dir": str(out_dir), "trials": len(run_statuses), "finished": len(finished),
@@ -49,7 +51,7 @@ def finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir,
         log("config: " + ", ".join(f"{k}={best[k]}" for k in searched if k in best))
         log(stage_table([r for r in table if r["run_id"] == best["run_id"]]))
         if sweep.save_merged != "none":
-            version = tracking.register_best(uri, best["run_id"], num_stages, sweep.registered_model)
+            version = register(sweep, name, best, uri, num_stages)
             summary["registered_model"] = f"models:/{sweep.registered_model}/{version}"
             log(f"registered {summary['registered_model']} (alias champion)")
         if sweep.objective == "pareto":
@@ -65,9 +67,23 @@ def finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir,
         summary["best_per_variant"] = best_per_variant(table, num_stages)
         log("\nbest finished trial per variant:\n" + format_table(summary["best_per_variant"], VARIANT_COLUMNS))
     tracking.log_parent_files(uri, parent, files)
-    tracking.set_status(uri, parent, "FINISHED")
     log(f"\nresults: {files[0]}")
     backend = f" --backend-store-uri {uri}" if not uri.startswith("http") else ""
     log(f"MLflow UI: mlflow ui{backend} --port 5000   (then open http://127.0.0.1:5000)"
         if backend else f"MLflow UI: {uri}")
-    return summary
+    return summary, table, run_statuses
+
+
+def register(sweep, name: str, best: dict, uri: str, num_stages: int) -> str:
+    """The best trial's last merged model in the registry, described and tagged so it reads without its run."""
+    scores = {k: best[k] for k in ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy",
+                                   "test_forgetting")}
+    tags = {"method": best["variant"], "benchmark": best["data.benchmark"], "backbone": best["backbone.name"],
+            "sweep": name, "stages": num_stages, **{f"final_{k}": f"{v:.4f}" for k, v in scores.items()}}
+    description = (f"{best['variant']} on {best['data.benchmark']} ({best['backbone.name']}, {num_stages} tasks): the "
+                   f"best finished trial of sweep {name} on validation accuracy ({scores['val_accuracy']:.2%}); "
+                   f"test accuracy {scores['test_accuracy']:.2%}, AAA {scores['test_average_incremental_accuracy']:.2%}, "
+                   f"forgetting {scores['test_forgetting']:.2%}. Trial {best['trial']}, run {best['run_id']}.")
+    shape = tuple(int(x) for x in str(best["data.image_shape"]).split(","))
+    return tracking.register_best(uri, best["run_id"], num_stages, sweep.registered_model, description, tags, shape,
+                                  int(best["data.num_classes"]))

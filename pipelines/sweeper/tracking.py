@@ -23,7 +23,9 @@ STAGE_METRICS = (
     "stored_parameters", "stage_seconds", "train_loss", "lora_rank", "absorbed",
 )
 TRIAL_TAG = "ray_trial_id"
-
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the UI's own key: which overview an experiment opens on
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the UI (Markdown)
+DIGITS = 6  # metrics are logged rounded: float32 scores otherwise show 16 digits in the UI
 
 @dataclass
 class TrackingTarget:
@@ -58,21 +60,26 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def prepare_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
-    """Create (or find) the experiment in the main process; returns its id."""
+    """Create (or find) the experiment in the main process; returns its id. Marked as model training, so the UI
+    opens it on its runs rather than on the GenAI traces overview."""
     c = client(uri)
     found = c.get_experiment_by_name(name)
     if found is not None:
-        return found.experiment_id
-    location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-    return c.create_experiment(name, artifact_location=location)
+        experiment_id = found.experiment_id
+    else:
+        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+        experiment_id = c.create_experiment(name, artifact_location=location)
+    c.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    return experiment_id
 
 
-def start_parent(uri: str, experiment_id: str, name: str, params: dict, parent_run_id: str = "") -> str:
+def start_parent(uri: str, experiment_id: str, name: str, params: dict, parent_run_id: str = "",
+                 description: str = "") -> str:
     c = client(uri)
     if parent_run_id:
         c.update_run(parent_run_id, status="RUNNING")
         return parent_run_id
-    run = c.create_run(experiment_id, run_name=name, tags={"slora.kind": "sweep"})
+    run = c.create_run(experiment_id, run_name=name, tags={"slora.kind": "sweep", DESCRIPTION_TAG: description})
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
 
@@ -86,33 +93,42 @@ def log_params(uri: str, run_id: str, params: dict) -> None:
         c.log_batch(run_id, params=items[i : i + 100])
 
 
-def child_run(target: TrackingTarget, trial_id: str, trial_name: str, params: dict) -> str:
-    """The trial's child run, created once: a restarted trial driver finds the run it made before."""
-    c = client(target.tracking_uri)
-    found = c.search_runs(
+def find_child_run(target: TrackingTarget, trial_id: str) -> str:
+    """The run of a Tune trial ('' if it has none yet)."""
+    found = client(target.tracking_uri).search_runs(
         [target.experiment_id], filter_string=f"tags.{TRIAL_TAG} = '{trial_id}'", max_results=1
     )
+    return found[0].info.run_id if found else ""
+
+
+def child_run(target: TrackingTarget, trial_id: str, trial_name: str, params: dict, tags: dict) -> str:
+    """The trial's child run, created once: a restarted trial driver finds the run it made before."""
+    found = find_child_run(target, trial_id)
     if found:
-        return found[0].info.run_id
-    run = c.create_run(
+        return found
+    run = client(target.tracking_uri).create_run(
         target.experiment_id,
         run_name=trial_name,
-        tags={"mlflow.parentRunId": target.parent_run_id, TRIAL_TAG: trial_id, "slora.kind": "trial"},
+        tags={"mlflow.parentRunId": target.parent_run_id, TRIAL_TAG: trial_id, "slora.kind": "trial", **tags},
     )
     log_params(target.tracking_uri, run.info.run_id, params)
     return run.info.run_id
 
 
+def log_metrics(uri: str, run_id: str, metrics: dict, step: int) -> None:
+    """Metrics in one transaction, rounded to DIGITS decimals; NaN (no old classes at stage 1) left out."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, round(float(v), DIGITS), now, step) for k, v in metrics.items() if not math.isnan(float(v))]
+    client(uri).log_batch(run_id, metrics=batch)
+
+
 def log_stage(uri: str, run_id: str, metrics: dict, stage: int, accuracy_matrix: list[list[float]],
               merged_folder: Path | None) -> None:
     """One stage: metrics in one transaction, the accuracy matrix (PNG + CSV), the merged model if given."""
-    from mlflow.entities import Metric
-
     c = client(uri)
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(metrics[k]), now, stage) for k in STAGE_METRICS
-             if k in metrics and not math.isnan(float(metrics[k]))]
-    c.log_batch(run_id, metrics=batch)
+    log_metrics(uri, run_id, {k: metrics[k] for k in STAGE_METRICS if k in metrics}, stage)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "accuracy_matrix.csv").write_text(matrix_csv(accuracy_matrix))
@@ -136,7 +152,17 @@ def matrix_csv(matrix: list[list[float]]) -> str:
     return out.getvalue()
 
 
-def heatmap_png(matrix: list[list[float]], path: Path) -> None:
+def heatmap_png(matrix: list[list[float]], path: Path, title: str = "test accuracy per task after each stage"
+                ) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(matrix, title)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def heatmap_figure(matrix: list[list[float]], title: str):
+    """Tasks down, stages across, the accuracy written in each cell (up to 20 tasks: beyond, cells are too small)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,16 +170,22 @@ def heatmap_png(matrix: list[list[float]], path: Path) -> None:
     import numpy as np
 
     data = np.array(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(matrix), 1 + 0.5 * len(matrix)))
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 1.5 + 0.5 * n))
     image = ax.imshow(data, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xlabel("after stage")
-    ax.set_ylabel("task")
-    ax.set_xticks(range(len(matrix)), [str(k + 1) for k in range(len(matrix))])
-    ax.set_yticks(range(len(matrix)), [str(j + 1) for j in range(len(matrix))])
+    ax.set_title(title)
+    ax.set_xlabel("after training stage")
+    ax.set_ylabel("evaluated on")
+    ax.set_xticks(range(n), [str(k + 1) for k in range(n)])
+    ax.set_yticks(range(n), [f"task {j + 1}" for j in range(n)])
+    if n <= 20:
+        for (j, k), value in np.ndenumerate(data):
+            if value == value:
+                ax.text(k, j, f"{value:.0%}", ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 else "white")
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def set_status(uri: str, run_id: str, status: str, tags: dict | None = None) -> None:
@@ -179,16 +211,34 @@ def metric_histories(uri: str, run_id: str) -> dict[int, dict[str, float]]:
     return stages
 
 
-def register_best(uri: str, run_id: str, stage: int, model_name: str) -> str:
-    """Register the best trial's merged model (a timm folder artifact) in the model registry; returns version."""
+def register_best(uri: str, run_id: str, stage: int, model_name: str, description: str, tags: dict,
+                  image_shape: tuple[int, int, int], num_classes: int) -> str:
+    """Register the best trial's merged model (its stage's artifact folder) with a description, tags and a
+    signature (an MLmodel file written beside it: float32 images in, one logit per class out); -> the version."""
+    import numpy as np
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
     c = client(uri)
     try:
-        c.create_registered_model(model_name)
+        c.create_registered_model(model_name, description="The best finished trial of each slora-sweep sweep, "
+                                  "selected on validation accuracy; the alias `champion` is the latest.")
     except Exception:  # already registered by an earlier sweep: add a version to it
         pass
-    source = f"{c.get_run(run_id).info.artifact_uri}/merged/stage_{stage:02d}"
-    version = c.create_model_version(model_name, source=source, run_id=run_id,
-                                     tags={"format": "timm local-dir (config.json + model.safetensors)"})
+    folder = f"merged/stage_{stage:02d}"
+    files = {Path(a.path).name for a in c.list_artifacts(run_id, folder)}
+    timm = "config.json" in files
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape), "images")]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        Model(artifact_path=folder, run_id=run_id, signature=signature).save(Path(tmp) / "MLmodel")
+        c.log_artifact(run_id, str(Path(tmp) / "MLmodel"), artifact_path=folder)
+    fmt = ("timm local-dir (config.json + model.safetensors): timm.create_model('local-dir:FOLDER'), "
+           "pipelines/evaluate.py" if timm else
+           "prompts.safetensors + slora.json on the run's backbone: slora.learners.load_exported")
+    source = f"{c.get_run(run_id).info.artifact_uri}/{folder}"
+    version = c.create_model_version(model_name, source=source, run_id=run_id, description=description,
+                                     tags={"format": fmt, **{k: str(v) for k, v in tags.items()}})
     c.set_registered_model_alias(model_name, "champion", version.version)
     return version.version
 

@@ -50,7 +50,10 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     trial_id = context.get_trial_id()
     cfg = trial_config(settings, config)
     cfg.progress = False
-    run_id = tracking.child_run(settings.tracking, trial_id, context.get_trial_name(), flat_config(cfg))
+    cfg.save_merged = settings.save_merged  # what the trial does, so what its run shows
+    params = {k: v for k, v in flat_config(cfg).items() if not _resolved_by_worker(k, v)}
+    run_id = tracking.child_run(settings.tracking, trial_id, run_name(cfg.variant, config, trial_id), params,
+                                {"slora.searched": ",".join(sorted(config)), "slora.variant": cfg.variant})
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
@@ -77,12 +80,29 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
         ),
     )
-    try:
-        trainer.fit()
-    except Exception as err:  # a failed trial (NaN loss, too many lost workers) is marked so; the sweep goes on
-        tracking.set_status(settings.tracking.tracking_uri, run_id, "FAILED",
-                            {"slora.status": "failed", "slora.error": f"{type(err).__name__}: {err}"[:5000]})
-        raise
+    # A failure (NaN loss, too many lost workers) fails this trial alone; its run is ended by the sweep's process
+    # (endings.py), which can tell a failure from a stop by ASHA.
+    trainer.fit()
+
+
+# Config values that mean "the benchmark's own": the Train worker logs what they resolved to (worker.py).
+AUTO_VALUES = {"data.num_tasks": 0, "data.image_size": 0, "optim.first_task_epochs": 0, "device": "auto"}
+
+
+def _resolved_by_worker(key: str, value) -> bool:
+    return key in AUTO_VALUES and value == AUTO_VALUES[key]
+
+
+def run_name(variant: str, sampled: dict, trial_id: str) -> str:
+    """What the trial is, at a glance in the runs table: its method, its searched values, a short id."""
+    sampled = {k: v for k, v in sampled.items() if k != "variant"}
+    leaves = [k.rsplit(".", 1)[-1] for k in sampled]
+    values = []
+    for key, value in sorted(sampled.items()):
+        leaf = key.rsplit(".", 1)[-1]
+        label = leaf if leaves.count(leaf) == 1 else key
+        values.append(f"{label}={value:.2g}" if isinstance(value, float) else f"{label}={value}")
+    return " ".join([variant, *values, trial_id])  # Tune's trial ids are 8 hex digits
 
 
 def train_worker(config: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from search_spaces import DefineByRun, constants
 from slora.configure import ConfigError, flat_config
 
+from . import parent as parent_run
 from . import tracking
 from .options import SweepConfig, absolute_paths
 from .preflight import prepare
@@ -52,15 +53,22 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
     state_file = out_dir / "sweep.json"
     previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
+    searched = [p.key for p in params if p.kind != "value"]
+    # the base config as trials ran it: the space's constants in, the searched keys (no trial used their base) out
+    base_params = {k: v for k, v in {**flat_config(base), **constants(params)}.items() if k not in searched}
     parent = tracking.start_parent(uri, experiment_id, name,
-                                   {**{f"sweep.{k}": v for k, v in asdict(sweep).items()}, **flat_config(base)},
-                                   previous.get("parent_run_id", ""))
+                                   {**{f"sweep.{k}": v for k, v in asdict(sweep).items()}, **base_params},
+                                   previous.get("parent_run_id", ""),
+                                   parent_run.start_description(name, sweep.variant, base.data.benchmark,
+                                                                sweep.num_samples, num_stages, searched))
     state_file.write_text(json.dumps({"name": name, "storage_path": storage, "parent_run_id": parent}))
     log(f"sweep {name}: {sweep.num_samples} trials x {num_stages} stages, space {sweep.variant}; "
         f"MLflow {uri} (experiment {sweep.experiment}, parent run {parent})")
 
     import ray
     from ray import tune
+
+    from .callback import TrialEndings
 
     log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
     owns_ray = not (sweep.address or shared_ray)
@@ -86,18 +94,23 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                 tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log),
                 run_config=tune.RunConfig(name=name, storage_path=storage,
                                           # a trial driver lost with its node restarts; its trainer resumes
-                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                          callbacks=[TrialEndings(settings.tracking, num_stages)]),
             )
         grid = tuner.fit()
         if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
             ray.shutdown()
-        summary = finish(sweep, grid, params, uri, experiment_id, parent, num_stages, out_dir, log)
+        summary, table, run_statuses = finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages,
+                                              out_dir, log)
         summary["wall_seconds"] = time.perf_counter() - started
         training = summary.pop("training_seconds")
         summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(summary["trials"], 1)
         log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
             f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        parent_run.summarise_parent(uri, experiment_id, parent, name, params, table, run_statuses, num_stages,
+                                    summary)
+        tracking.set_status(uri, parent, "FINISHED")
         return summary
     finally:
         if owns_ray:

@@ -22,8 +22,11 @@ from slora.continual import ContinualRun
 from slora.data import load_benchmark
 from slora.runner import save_merged_stage
 from slora.seeds import mean_over_seeds, seed_config
+from slora.configure import flat_config
+from slora.variants import VARIANTS
 
 from . import tracking
+from .trial import AUTO_VALUES
 
 NODE_TAG = "ray_node_id"
 
@@ -48,6 +51,7 @@ def train_worker(config: dict) -> None:
     if ddp_rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
         tracking.client(config["tracking_uri"]).set_tag(config["run_id"], NODE_TAG,
                                                          ray.get_runtime_context().get_node_id())
+        tracking.log_params(config["tracking_uri"], config["run_id"], resolved_params(run, device))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -76,6 +80,21 @@ def train_worker(config: dict) -> None:
                 stage_checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=stage_checkpoint, checkpoint_dir_name=f"stage_{stage:02d}")
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+
+def resolved_params(run: ContinualRun, device) -> dict:
+    """What the config's "auto" values became (pipelines/sweeper/trial.py AUTO_VALUES), the classes of each task and
+    the LoRA rank each task gets (rank reduction lowers it): the run shows what it actually trained."""
+    cfg, bench = run.cfg, run.bench
+    out = {"data.num_tasks": len(bench.task_sizes), "data.image_size": bench.image_shape[-1],
+           "optim.first_task_epochs": cfg.optim.first_task_epochs or cfg.optim.epochs, "device": device.type,
+           "data.task_sizes": ",".join(map(str, bench.task_sizes)), "data.num_classes": sum(bench.task_sizes),
+           "data.image_shape": ",".join(map(str, bench.image_shape))}
+    if cfg.variant in VARIANTS:  # the S-LoRA family: one new direction of this rank per task
+        out["adapter.ranks_used"] = ",".join(str(VARIANTS[cfg.variant].rank_for_task(t, cfg.adapter))
+                                             for t in range(len(bench.task_sizes)))
+    given = flat_config(cfg)  # a value the trial driver logged stays as it is (MLflow params are write-once)
+    return {k: v for k, v in out.items() if k not in AUTO_VALUES or given[k] == AUTO_VALUES[k]}
 
 
 def _seed_runs(cfg, seeds: int, device, ddp_rank: int, world_size: int) -> list[ContinualRun]:

@@ -1,0 +1,44 @@
+"""How a trial ends in MLflow: finished, pruned (stopped by ASHA at a stage boundary) or failed, with its final
+scores, decided in the sweep's own process the moment Tune ends the trial.
+
+A trial driver cannot tell these apart: when ASHA stops a trial, Tune kills its actors and the driver sees the same
+ActorDiedError a crashed worker gives. Tune's controller knows (on_trial_complete vs on_trial_error), so the run's
+status and tags are set here: a pruned trial ends FINISHED with slora.status=pruned and never carries an error.
+"""
+
+from __future__ import annotations
+
+from slora.config import SPLITS
+
+from . import tracking
+
+FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")
+MLFLOW_STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
+
+
+def final_metrics(stages: dict[int, dict[str, float]]) -> dict[str, float]:
+    """The last stage's scores as final_val_* / final_test_*, and stages_done: sort or filter on these to rank
+    trials that ran the same number of stages (an early stage's accuracy is over fewer, easier classes)."""
+    if not stages:
+        return {"stages_done": 0}
+    last = max(stages)
+    scores = {f"final_{split}_{s}": stages[last][f"{split}_{s}"] for split in SPLITS for s in FINAL_SCORES
+              if f"{split}_{s}" in stages[last]}
+    return {"stages_done": last, **scores}
+
+
+def end_trial(uri: str, run_id: str, status: str, error: str = "", stages: dict | None = None) -> None:
+    """Final metrics, status tags and the MLflow status of one trial's run (stages: its metric histories, if read
+    already); idempotent (a run already ended so is left as it is)."""
+    c = tracking.client(uri)
+    run = c.get_run(run_id)
+    if run.info.status != "RUNNING" and run.data.tags.get("slora.status") == status:
+        return
+    metrics = final_metrics(stages if stages is not None else tracking.metric_histories(uri, run_id))
+    tracking.log_metrics(uri, run_id, metrics, step=int(metrics["stages_done"]))
+    tags = {"slora.status": status}
+    if status == "pruned":
+        tags["slora.stopped_at_stage"] = str(int(metrics["stages_done"]))
+    if error:
+        tags["slora.error"] = error[:5000]
+    tracking.set_status(uri, run_id, MLFLOW_STATUS[status], tags)
