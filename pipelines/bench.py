@@ -1,6 +1,7 @@
 """Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
 ``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path;
-``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py).
+``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py);
+``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px.
 
 - train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
   the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
@@ -169,6 +170,31 @@ def bench(size: str, device: torch.device, reps: int, warmup: int, autocast: boo
     }
 
 
+def precision_bench(reps: int) -> dict:
+    """bf16 autocast / fp32 for the S-LoRA train step (task 1 and task 20) and the merged forward, on the ViT-Tiny
+    architecture at 112 px (timing does not depend on the weights, so no checkpoint is needed)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=112).to(device)
+    batch = 32
+    images = torch.randn(batch, 3, 112, 112, device=device)
+    labels = torch.randint(0, CLASSES_PER_TASK, (batch,), device=device)
+    task1, task20 = slora_at_task(vit, 1), slora_at_task(vit, 20)
+    merged = task20.merged()
+    times = median_seconds({
+        **{f"step_task1_{p}": train_step(task1, images, labels, p == "bf16") for p in ("fp32", "bf16")},
+        **{f"step_task20_{p}": train_step(task20, images, labels, p == "bf16") for p in ("fp32", "bf16")},
+        **{f"merged_forward_{p}": forward_pass(merged, images, p == "bf16") for p in ("fp32", "bf16")},
+    }, reps, warmup=2, device=device)
+    figures = {"device": str(device), "model": "vit_tiny_patch16_224 @112", "batch": batch,
+               "ms": {k: round(v * 1e3, 2) for k, v in times.items()}}
+    for what in ("step_task1", "step_task20", "merged_forward"):
+        figures[f"{what}_bf16_over_fp32"] = times[f"{what}_bf16"] / times[f"{what}_fp32"]
+        print(f"  {what:16s} bf16 / fp32 = {figures[f'{what}_bf16_over_fp32']:.3f}  "
+              f"({times[f'{what}_bf16'] * 1e3:.1f} ms vs {times[f'{what}_fp32'] * 1e3:.1f} ms, batch {batch})")
+    return figures
+
+
 def report(figures: dict) -> None:
     print(f"\n{figures['size']} ViT on {figures['device']}: embed {figures['embed_dim']}, depth {figures['depth']}, "
           f"img {figures['img_size']}/{figures['patch_size']}, batch {figures['batch']}, "
@@ -189,6 +215,9 @@ def main(argv: list[str]) -> int:
         from pipelines.bench_data import main as data_main
 
         return data_main(argv[1:])
+    if argv[:1] == ["precision"]:
+        print(json.dumps(precision_bench(int(argv[1].partition("=")[2]) if argv[1:] else 8)))
+        return 0
     if argv[:1] == ["methods"]:
         from pipelines.bench_methods import main as methods_main
 

@@ -24,17 +24,18 @@ from slora.data import load_benchmark
 from slora.data.batches import eval_batches
 from slora.export import load_timm_folder
 from slora.metrics import accuracy
-from slora.configure import (ConfigError, check_group, describe_keys, from_dict, parse_options, split_overrides,
+from slora.configure import (ConfigError, check_group, check_value, describe_keys, from_dict, parse_options, split_overrides,
                              wants_help)
 from slora.runner import resolve_device
 from slora.training import predict
 
 DATA_FIELDS = typing.get_type_hints(DataConfig)
-KEYS = ("checkpoint", "device", *DATA_FIELDS)
+KEYS = ("checkpoint", "device", "precision", *DATA_FIELDS)
 
 
-def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str]:
-    """checkpoint=PATH (required), device=, and DataConfig fields (bare or as data.FIELD)."""
+def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str, str]:
+    """checkpoint=PATH (required), device=, precision= (default: the run's), and DataConfig fields (bare or as
+    data.FIELD)."""
     overrides = split_overrides(argv)
     keys = {key: key.removeprefix("data.") for key in overrides}
     unknown = [key for key, bare in keys.items() if bare not in KEYS]
@@ -49,18 +50,25 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str]:
     given = {keys[key]: value for key, value in overrides.items() if keys[key] in DATA_FIELDS}
     data = parse_options(DataConfig, given, base=run_data_config(checkpoint))
     check_group("benchmark", data.benchmark)
-    return checkpoint, data, overrides.get("device", "auto")
+    precision = overrides.get("precision") or run_config(checkpoint).get("precision", "fp32")
+    check_value("precision", precision)
+    return checkpoint, data, overrides.get("device", "auto"), precision
+
+
+def run_config(checkpoint: Path) -> dict:
+    """The config of the run that wrote this stage folder (<run>/merged/stage_XX), else {}."""
+    results = checkpoint.resolve().parent.parent / "results.json"
+    return json.loads(results.read_text()).get("config", {}) if results.is_file() else {}
 
 
 def run_data_config(checkpoint: Path) -> DataConfig:
     """The data config of the run that wrote this stage folder (<run>/merged/stage_XX), else the defaults."""
-    results = checkpoint.resolve().parent.parent / "results.json"
-    saved = json.loads(results.read_text()).get("config", {}).get("data", {}) if results.is_file() else {}
+    saved = run_config(checkpoint).get("data", {})
     return from_dict(DataConfig, {k: v for k, v in saved.items() if k in DATA_FIELDS})
 
 
-def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto") -> dict:
-    """Accuracy of the exported model on the test images of every class it has."""
+def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto", precision: str = "fp32") -> dict:
+    """Accuracy of the exported model on the test images of every class it has (forward in `precision`)."""
     device = resolve_device(device)
     model = load_timm_folder(checkpoint).to(device)
     preprocessing = timm.data.resolve_data_config(model=model)
@@ -70,22 +78,22 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto"
     bench = load_benchmark(data)
     seen = bench.test_labels < model.num_classes
     images, labels = bench.test_images[seen], bench.test_labels[seen]
-    predictions = predict(model, ((x - mean) / std for x in eval_batches(images, EVAL_BATCH, device)))
+    predictions = predict(model, ((x - mean) / std for x in eval_batches(images, EVAL_BATCH, device)), precision)
     return {"accuracy": accuracy(predictions, labels), "num_classes": model.num_classes,
             "num_images": len(labels), "benchmark": data.benchmark, "checkpoint": str(checkpoint)}
 
 
 def main(argv: list[str]) -> int:
     if wants_help(argv):
-        print(__doc__.strip() + "\n\nKeys: checkpoint=PATH (required), device=auto, and the data keys (bare or as "
+        print(__doc__.strip() + "\n\nKeys: checkpoint=PATH (required), device=auto, precision= (the run's), and the data keys (bare or as "
               "data.KEY; defaults from the run):\n" + describe_keys(DataConfig()))
         return 0
     try:
-        checkpoint, data, device = parse_args(argv)
+        checkpoint, data, device, precision = parse_args(argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = evaluate_checkpoint(checkpoint, data, device)
+    result = evaluate_checkpoint(checkpoint, data, device, precision)
     print(f"accuracy {result['accuracy']:.4%} on {result['num_images']} test images of {result['num_classes']} "
           f"classes ({data.benchmark}, {checkpoint})")
     print(json.dumps(result))

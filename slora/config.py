@@ -157,6 +157,7 @@ class RunConfig:
     semantics: str = choice("official", "paper")  # set by the semantics group (slora/conf/semantics/)
     seed: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
+    precision: str = choice("fp32", "bf16", "fp16")  # autocast dtype of forward passes (slora/precision.py)
     out_dir: str = ""  # '' : runs/<variant>-<benchmark>-<timestamp>
     resume: bool = False  # continue the run in out_dir after its last finished stage (its stage checkpoint)
     save_merged: str = choice("every", "last", "none")

@@ -125,7 +125,8 @@ class ContinualRun:
                                           seed=(self.cfg.seed * 1000 + stage) * 1000 + epoch, ddp_rank=self.ddp_rank,
                                           world_size=self.world_size, augment=self.bench.augment, device=self.device)
             )
-            loss = train_epoch(forward, self.learner, batches, optimizer, known=task.known, grad_clip=optim.grad_clip)
+            loss = train_epoch(forward, self.learner, batches, optimizer, known=task.known, grad_clip=optim.grad_clip,
+                               precision=self.cfg.precision)
             scheduler.step()
         return loss
 
@@ -134,7 +135,8 @@ class ContinualRun:
         scores = {}
         for split in self.bench.splits:
             images, labels = self.bench.split_seen(split, stage)
-            predictions = predict(merged, (self._normalise(x) for x in eval_batches(images, EVAL_BATCH, self.device)))
+            predictions = predict(merged, (self._normalise(x) for x in eval_batches(images, EVAL_BATCH, self.device)),
+                                  self.cfg.precision)
             blocks = block_accuracies(predictions, labels, self.bench.task_sizes)
             self.state.block_accuracy.setdefault(split, []).append(blocks[: stage + 1])
             curve = self.state.curve.setdefault(split, [])

@@ -9,6 +9,7 @@ step at task 1 costs. ``merged()`` writes the same weights into a copy: a plain 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -202,24 +203,40 @@ class SLoRAViT(nn.Module):
     # -- forward and merge ----------------------------------------------------------------------------------------
     def adapted_qkv_weights(self) -> dict[str, torch.Tensor]:
         """Every adapted qkv weight, W0 + frozen directions + current direction, keyed by its ViT parameter name."""
+        return {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(self.vit.blocks[int(name)].attn.qkv.weight,
+                                                                      deltas)
+                for name, (layer, deltas) in self._qkv_deltas().items()}
+
+    def _qkv_deltas(self) -> dict[str, tuple[QKVDirections, dict[str, torch.Tensor]]]:
+        """Each adapted block's directions and its delta W per target (q, v), in fp32."""
         kept = self.kept_directions
         frozen_scales = self.magnitudes[:kept] + self.magnitude_offsets
         current_scale = self.magnitudes[kept] if self.has_current else None
         # Sequential LoRA is plain W0 + U V under every semantics: no normaliser, and its magnitude is a fixed 1.
         normalise_current = self.cfg.normalise_current and self.decoupled
-        weights = {}
-        for name, layer in self.directions.items():
-            qkv = self.vit.blocks[int(name)].attn.qkv
-            deltas = {
-                t: layer.delta(t, frozen_scales, self.owner, current_scale, normalise_current, self.cfg.normaliser)
-                for t in layer.targets
-            }
-            weights[f"blocks.{name}.attn.qkv.weight"] = layer.merged_weight(qkv.weight, deltas)
-        return weights
+        return {
+            name: (layer, {t: layer.delta(t, frozen_scales, self.owner, current_scale, normalise_current,
+                                          self.cfg.normaliser) for t in layer.targets})
+            for name, layer in self.directions.items()
+        }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
-        return self.head(features)
+        if not torch.is_autocast_enabled(images.device.type):
+            features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
+            return self.head(features)
+        # Under bf16/fp16 autocast, W0 + dW cast to one low-precision weight rounds dW's small entries to W0's
+        # spacing (docs/method.md §10, Precision). So W0's GEMM runs as the ViT's own and dW is a second GEMM on
+        # the same input, cast on its own scale: q, v += x dW^T.
+        hooks = []
+        for name, (layer, deltas) in self._qkv_deltas().items():
+            delta = layer.merged_weight(torch.zeros_like(self.vit.blocks[int(name)].attn.qkv.weight), deltas)
+            hooks.append(self.vit.blocks[int(name)].attn.qkv.register_forward_hook(
+                lambda module, inputs, output, delta=delta: output + F.linear(inputs[0], delta)))
+        try:
+            return self.head(self.vit(images))
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     @torch.no_grad()
     def merged(self) -> nn.Module:

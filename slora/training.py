@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import OptimConfig
+from .precision import autocast, grad_scaler
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,25 +36,52 @@ def continual_loss(logits: torch.Tensor, labels: torch.Tensor, known: int) -> to
     return F.cross_entropy(logits[:, known:], labels - known)
 
 
-def train_epoch(forward: nn.Module, model: nn.Module, batches, optimizer, known: int, grad_clip: float) -> float:
+def train_epoch(forward: nn.Module, model: nn.Module, batches, optimizer, known: int, grad_clip: float,
+                precision: str = "fp32") -> float:
     """`forward` is the learner as called (DDP-wrapped or not); `model` the learner underneath (its ``loss``)."""
     forward.train()
     total, count = 0.0, 0
+    scaler = None
     for images, labels in batches:
-        loss = model.loss(forward(images), labels, known)
+        if scaler is None:
+            scaler = grad_scaler(precision, images.device) or _NoScaler()
+        with autocast(precision, images.device):
+            loss = model.loss(forward(images), labels, known)
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss became {loss.item()} at task with {known} known classes")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if grad_clip > 0:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         total += loss.item() * len(labels)
         count += len(labels)
     return total / max(count, 1)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches) -> torch.Tensor:
+def predict(model: nn.Module, batches, precision: str = "fp32") -> torch.Tensor:
     model.eval()
-    return torch.cat([model(images).argmax(dim=1).cpu() for images in batches])
+    out = []
+    for images in batches:
+        with autocast(precision, images.device):
+            out.append(model(images).argmax(dim=1).cpu())
+    return torch.cat(out)
+
+
+class _NoScaler:
+    """fp32 and bf16: the GradScaler calls, doing nothing."""
+
+    def scale(self, loss):
+        return loss
+
+    def unscale_(self, optimizer) -> None:
+        pass
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        pass
