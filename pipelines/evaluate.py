@@ -85,8 +85,8 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto"
 
 def main(argv: list[str]) -> int:
     if wants_help(argv):
-        print(__doc__.strip() + "\n\nKeys: checkpoint=PATH (required), device=auto, precision= (the run's), and the data keys (bare or as "
-              "data.KEY; defaults from the run):\n" + describe_keys(DataConfig()))
+        print(__doc__.strip() + "\n\nKeys: checkpoint=PATH (required), device=auto, precision= (the run's), and the "
+              "data keys (bare or as data.KEY; defaults from the run):\n" + describe_keys(DataConfig()))
         return 0
     try:
         checkpoint, data, device, precision = parse_args(argv)

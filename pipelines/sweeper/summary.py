@@ -82,7 +82,8 @@ def register(sweep, name: str, best: dict, uri: str, num_stages: int) -> str:
             "sweep": name, "stages": num_stages, **{f"final_{k}": f"{v:.4f}" for k, v in scores.items()}}
     description = (f"{best['variant']} on {best['data.benchmark']} ({best['backbone.name']}, {num_stages} tasks): the "
                    f"best finished trial of sweep {name} on validation accuracy ({scores['val_accuracy']:.2%}); "
-                   f"test accuracy {scores['test_accuracy']:.2%}, AAA {scores['test_average_incremental_accuracy']:.2%}, "
+                   f"test accuracy {scores['test_accuracy']:.2%}, "
+                   f"AAA {scores['test_average_incremental_accuracy']:.2%}, "
                    f"forgetting {scores['test_forgetting']:.2%}. Trial {best['trial']}, run {best['run_id']}.")
     shape = tuple(int(x) for x in str(best["data.image_shape"]).split(","))
     return tracking.register_best(uri, best["run_id"], num_stages, sweep.registered_model, description, tags, shape,
