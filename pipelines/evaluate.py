@@ -2,8 +2,10 @@
 ``python pipelines/evaluate.py checkpoint=runs/<run>/merged/stage_05 [benchmark=digits data_root=... ...]``.
 
 The model comes from ``timm.create_model("local-dir:...")`` and its preprocessing from timm's
-``resolve_data_config``, so this checks that the folder alone reproduces the run. The data config defaults to
-the run's own (``<run>/results.json``, two levels above the stage folder); ``key=value`` overrides it. The test
+``resolve_data_config``, so this checks that the folder alone reproduces the run; a prompt method's export
+(``prompts.safetensors`` + ``slora.json``) is rebuilt on its run's backbone by slora.learners.load_exported. The data
+config defaults to the run's own (``<run>/results.json``, two levels above the stage folder, or the export's);
+``key=value`` overrides it. The test
 split is every class the model has (labels are positions in the class order), in eval batches of the size and
 order slora.continual uses, so the printed accuracy equals the run's accuracy at that stage exactly.
 """
@@ -19,10 +21,11 @@ import timm
 import torch
 
 from slora.config import DataConfig
-from slora.continual import EVAL_BATCH
+from slora.continual import EVAL_BATCH, input_normalisation
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches
 from slora.export import load_timm_folder
+from slora.learners import load_exported
 from slora.metrics import accuracy
 from slora.configure import (ConfigError, check_group, check_value, describe_keys, from_dict, parse_options, split_overrides,
                              wants_help)
@@ -44,8 +47,9 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str, str]:
     if "checkpoint" not in overrides:
         raise ConfigError("checkpoint=PATH is required: a stage folder such as runs/<run>/merged/stage_05")
     checkpoint = Path(overrides["checkpoint"].removeprefix("local-dir:")).expanduser()
-    if not (checkpoint / "config.json").is_file():
-        what = "no such folder" if not checkpoint.exists() else "not a timm folder (no config.json)"
+    if not ((checkpoint / "config.json").is_file() or is_prompt_export(checkpoint)):
+        what = ("no such folder" if not checkpoint.exists() else
+                "neither a timm folder (config.json) nor a prompt method's export (prompts.safetensors + slora.json)")
         raise ConfigError(f"checkpoint={checkpoint}: {what}; expected a stage folder such as runs/<run>/merged/stage_05")
     given = {keys[key]: value for key, value in overrides.items() if keys[key] in DATA_FIELDS}
     data = parse_options(DataConfig, given, base=run_data_config(checkpoint))
@@ -55,8 +59,15 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str, str]:
     return checkpoint, data, overrides.get("device", "auto"), precision
 
 
+def is_prompt_export(folder: Path) -> bool:
+    return (folder / "prompts.safetensors").is_file() and (folder / "slora.json").is_file()
+
+
 def run_config(checkpoint: Path) -> dict:
-    """The config of the run that wrote this stage folder (<run>/merged/stage_XX), else {}."""
+    """The config of the run that wrote this stage folder: a prompt export carries it, else <run>/results.json
+    two levels up; {} when neither is there."""
+    if is_prompt_export(checkpoint):
+        return json.loads((checkpoint / "slora.json").read_text())["config"]
     results = checkpoint.resolve().parent.parent / "results.json"
     return json.loads(results.read_text()).get("config", {}) if results.is_file() else {}
 
@@ -70,11 +81,17 @@ def run_data_config(checkpoint: Path) -> DataConfig:
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto", precision: str = "fp32") -> dict:
     """Accuracy of the exported model on the test images of every class it has (forward in `precision`)."""
     device = resolve_device(device)
-    model = load_timm_folder(checkpoint).to(device)
-    preprocessing = timm.data.resolve_data_config(model=model)
-    channels = preprocessing["input_size"][0]
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
+    if is_prompt_export(checkpoint):  # two passes (query, then prompted), on the run's own backbone
+        model = load_exported(checkpoint).to(device)
+        cfg = model.cfg
+        mean, std = input_normalisation(model.vit, cfg.data.input_scaling, model.vit.patch_embed.proj.in_channels)
+        mean, std = mean.to(device), std.to(device)
+    else:
+        model = load_timm_folder(checkpoint).to(device)
+        preprocessing = timm.data.resolve_data_config(model=model)
+        channels = preprocessing["input_size"][0]
+        mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
+        std = torch.tensor(preprocessing["std"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
     bench = load_benchmark(data)
     seen = bench.test_labels < model.num_classes
     images, labels = bench.test_images[seen], bench.test_labels[seen]

@@ -53,6 +53,16 @@ def test_evaluate_reproduces_the_final_accuracy_exactly(digits_run):
 
 
 @pytest.mark.slow
+def test_evaluate_scores_a_prompt_methods_export_as_its_run_did(tmp_path):
+    out = tmp_path / "l2p"
+    run_script("run.py", "variant=l2p", "num_tasks=2", "epochs=1", "max_train_per_class=20", "save_merged=last",
+               "progress=false", f"out_dir={out}")
+    results = json.loads((out / "results.json").read_text())
+    folder = out / "merged" / "stage_02"
+    assert evaluate_checkpoint(folder, run_data_config(folder), "cpu")["accuracy"] == results["final_test_accuracy"]
+
+
+@pytest.mark.slow
 def test_evaluate_reproduces_an_intermediate_stage_with_the_runs_class_order(digits_run):
     out, results = digits_run
     folder = out / "merged" / "stage_03"

@@ -339,6 +339,21 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         assert child.data.tags.get("slora.status") == "finished"
 
 
+@pytest.mark.slow
+def test_a_sweep_refuses_to_start_a_second_ray_instance_on_the_machine(tmp_path):
+    """Two local instances leak stopped trials' CPUs (Ray Train's cleaner cannot tell them apart): refused up front."""
+    other = subprocess.Popen([sys.executable, "-c", "import ray, sys; ray.init(include_dashboard=False, num_cpus=1); "
+                              "print('up', flush=True); sys.stdin.read()"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "up"
+        done = run_sweep_cli(["variant=slora", "num_samples=1", "num_tasks=2", *SMALL[1:]], tmp_path, timeout=120)
+    finally:
+        other.communicate("", timeout=60)
+    assert done.returncode == 2 and "another Ray instance is running on this machine" in done.stderr
+    assert "address=auto" in done.stderr and not (tmp_path / "runs" / "ray").exists()
+
+
 def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     from pipelines.bench_asha import replay_asha
 

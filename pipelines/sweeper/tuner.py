@@ -39,6 +39,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     started = time.perf_counter()
     run_overrides = absolute_paths(run_overrides)
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
+    if not (sweep.address or os.environ.get("RAY_ADDRESS")):
+        _refuse_a_second_local_ray()
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())
     if "://" not in storage:
@@ -171,6 +173,22 @@ def start_ray(address: str) -> str:
                        runtime_env={"env_vars": env_vars}, log_to_driver=False, logging_level=logging.WARNING,
                        ignore_reinit_error=True)
     return str(Path(context.address_info.get("session_dir", "/tmp/ray/session_latest")) / "logs")
+
+
+def _refuse_a_second_local_ray() -> None:
+    """A second local Ray instance on this machine breaks the first's and its own stopped-trial cleanup: Ray Train's
+    PlacementGroupCleaner finds two instances, cannot tell which is its own, and dies, so every trial ASHA stops
+    keeps its CPUs and the sweep waits forever for them (docs/platform.md §5)."""
+    import ray
+    from ray._private.services import find_gcs_addresses  # how the cleaner itself finds "the" instance
+
+    if ray.is_initialized():  # this process's own instance (pipelines/compare.py runs its sweeps on one)
+        return
+    running = find_gcs_addresses()
+    if running:
+        raise ConfigError(f"another Ray instance is running on this machine ({', '.join(sorted(running))}); two local "
+                          "instances leak stopped trials' CPUs and hang. Wait for it or `ray stop` it, or share one: "
+                          "`ray start --head` once, then address=auto for every sweep")
 
 
 def _latest_sweep(storage: str) -> str:

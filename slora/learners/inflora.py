@@ -63,8 +63,8 @@ class InfLoRA(Learner):
             if len(self.up_k):
                 delta_k = delta_k + self.up_k[b] @ self.down[b]
                 delta_v = delta_v + self.up_v[b] @ self.down[b]
-            zero = torch.zeros_like(delta_k)
-            weights[f"blocks.{b}.attn.qkv.weight"] = block.attn.qkv.weight + torch.cat([zero, delta_k, delta_v])
+            q, k, v = block.attn.qkv.weight.split(delta_k.shape[0])  # q unchanged: no zero block to add
+            weights[f"blocks.{b}.attn.qkv.weight"] = torch.cat([q, k + delta_k, v + delta_v])
         return weights
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
