@@ -6,8 +6,8 @@ and reported on test, mean ± std.
 ``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft num_samples=8 seeds=3
 out_dir=runs/compare [sweep keys: scheduler=, seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
 
-It resumes where it stopped: a method whose sweep finished (its summary.json) is not swept again, an interrupted
-sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is reused.
+It resumes where it stopped: a method whose sweep finished (its summary.json says complete) is not swept again, an
+interrupted sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is reused.
 The table goes to stdout, compare.parquet, compare.md and to an MLflow run (kind "comparison") in the sweeps'
 experiment. Seed runs keep the sweeps' validation split, so the tuned rows are trained on what the sweep trained on.
 """
@@ -95,7 +95,7 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
     name = f"compare-{method}"
     out = sweeps_dir / name
     summary_file = out / "summary.json"
-    if not summary_file.is_file():
+    if not (summary_file.is_file() and json.loads(summary_file.read_text()).get("complete")):
         resume = ["resume=true"] if (out / "sweep.json").is_file() else []
         args = [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={out}", *resume,
                 *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]

@@ -329,6 +329,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     done_before = {c.info.run_id for c in children
                    if len(client.get_metric_history(c.info.run_id, "stage_seconds")) == 4}
     assert len(done_before) == 1, "the sweep was interrupted after its first trial, before its last"
+    summary = json.loads((tmp_path / "runs" / "resumable" / "summary.json").read_text())
+    assert summary["complete"] is False, "an interrupted sweep does not pass for a finished one"
+    for child in children:  # never "pruned": ASHA did not stop it (and there is no ASHA here)
+        assert child.data.tags.get("slora.status") in ("finished", "interrupted")
     again = run_sweep_cli([*common, "resume=true"], tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     client, parents, children = mlflow_runs(tmp_path)
@@ -336,7 +340,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "stage_seconds")]
         assert sorted(steps) == [1, 2, 3, 4], "every stage trained exactly once, across the interruption"
-        assert child.data.tags.get("slora.status") == "finished"
+        assert child.data.tags.get("slora.status") == "finished" and child.info.status == "FINISHED"
+    assert json.loads((tmp_path / "runs" / "resumable" / "summary.json").read_text())["complete"] is True
 
 
 @pytest.mark.slow

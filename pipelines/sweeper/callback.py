@@ -18,9 +18,10 @@ class TrialEndings(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_id(trial.trial_id)
         if run_id:
-            stages = tracking.metric_histories(self.target.tracking_uri, run_id)
-            status = "finished" if max(stages, default=0) >= self.num_stages else "pruned"
-            end_trial(self.target.tracking_uri, run_id, status, stages=stages)
+            # the stages Tune saw reported: a stopped trial's worker may still log the next one before it dies
+            done = int((trial.last_result or {}).get("stages_done", 0))
+            status = "finished" if done >= self.num_stages else "pruned"
+            end_trial(self.target.tracking_uri, run_id, status, stages_done=done)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_id(trial.trial_id)

@@ -16,25 +16,27 @@ FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")
 MLFLOW_STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 
-def final_metrics(stages: dict[int, dict[str, float]]) -> dict[str, float]:
-    """The last stage's scores as final_val_* / final_test_*, and stages_done: sort or filter on these to rank
-    trials that ran the same number of stages (an early stage's accuracy is over fewer, easier classes)."""
-    if not stages:
-        return {"stages_done": 0}
-    last = max(stages)
+def final_metrics(stages: dict[int, dict[str, float]], last: int | None = None) -> dict[str, float]:
+    """The scores of stage `last` (default: the last logged) as final_val_* / final_test_*, and stages_done: sort or
+    filter on these to rank trials that ran the same number of stages (an early stage's accuracy is over fewer,
+    easier classes)."""
+    last = max(stages, default=0) if last is None else last
+    if last not in stages:
+        return {"stages_done": last}
     scores = {f"final_{split}_{s}": stages[last][f"{split}_{s}"] for split in SPLITS for s in FINAL_SCORES
               if f"{split}_{s}" in stages[last]}
     return {"stages_done": last, **scores}
 
 
-def end_trial(uri: str, run_id: str, status: str, error: str = "", stages: dict | None = None) -> None:
-    """Final metrics, status tags and the MLflow status of one trial's run (stages: its metric histories, if read
-    already); idempotent (a run already ended so is left as it is)."""
+def end_trial(uri: str, run_id: str, status: str, error: str = "", stages_done: int | None = None) -> None:
+    """Final metrics, status tags and the MLflow status of one trial's run; idempotent (a run already ended so is
+    left as it is). stages_done: the stages Tune counted, when it stopped the trial (a stopped trial's worker may
+    log one more stage before it is killed); default: the stages MLflow holds."""
     c = tracking.client(uri)
     run = c.get_run(run_id)
-    if run.info.status != "RUNNING" and run.data.tags.get("slora.status") == status:
+    if run.info.status == MLFLOW_STATUS[status] and run.data.tags.get("slora.status") == status:
         return
-    metrics = final_metrics(stages if stages is not None else tracking.metric_histories(uri, run_id))
+    metrics = final_metrics(tracking.metric_histories(uri, run_id), stages_done)
     tracking.log_metrics(uri, run_id, metrics, step=int(metrics["stages_done"]))
     tags = {"slora.status": status}
     if status == "pruned":

@@ -17,15 +17,17 @@ def results_table(
     uri: str, experiment_id: str, parent: str, num_stages: int, statuses: dict
 ) -> tuple[list[dict], dict[str, str]]:
     """One row per (trial, stage) from the child runs' full metric histories (Tune keeps only post-restart
-    history, MLflow keeps all), and every child run's status: finished / pruned (stopped early by ASHA or
-    interrupted) / failed. A trial that failed before its first stage has a status and no row."""
+    history, MLflow keeps all), and every child run's status: finished / pruned (stopped early by ASHA) / failed,
+    as Tune's callback tagged it when Tune ended the trial (callback.py), else as Tune's results say (statuses),
+    else interrupted: the sweep stopped before Tune ended the trial (resume=true continues it). A trial that failed
+    before its first stage has a status and no row."""
     rows, run_statuses = [], {}
     for run in tracking.child_runs(uri, experiment_id, parent):
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
         stages = tracking.metric_histories(uri, run.info.run_id)
         done = max(stages, default=0)
-        status = statuses.get(trial_id) or run.data.tags.get("slora.status") or (
-            "finished" if done >= num_stages else "failed" if run.info.status == "FAILED" else "pruned")
+        status = run.data.tags.get("slora.status") or statuses.get(trial_id) or (
+            "finished" if done >= num_stages else "interrupted")
         run_statuses[run.info.run_id] = status
         for stage in sorted(stages):
             rows.append({"trial": run.info.run_name, "trial_id": trial_id, "run_id": run.info.run_id,

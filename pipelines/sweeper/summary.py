@@ -20,21 +20,29 @@ def finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages, ou
            ) -> tuple[dict, list[dict], dict[str, str]]:
     """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command;
     -> (summary, results table, {run id: status})."""
-    statuses = {}
+    statuses = {}  # what Tune's results say, for runs the callback did not end (a sweep resumed after a crash)
     for result in grid:
         metrics = result.metrics or {}
         if "trial_id" not in metrics:  # Tune adds it to every result; a trial that never reported has none
             continue
         if result.error:
             statuses[metrics["trial_id"]] = "failed"
-        elif "stages_done" in metrics:  # else no report reached Tune: results_table judges by MLflow's stages
-            statuses[metrics["trial_id"]] = "finished" if metrics["stages_done"] >= num_stages else "pruned"
+        elif metrics.get("stages_done", 0) >= num_stages:
+            statuses[metrics["trial_id"]] = "finished"
     table, run_statuses = results_table(uri, experiment_id, parent, num_stages, statuses)
-    for run_id, status in run_statuses.items():  # a no-op for the runs Tune's callback ended (endings.py)
-        end_trial(uri, run_id, status)
+    for run_id, status in run_statuses.items():
+        if status == "interrupted":  # stopped with the sweep, not by ASHA: honest KILLED until resume=true
+            tracking.set_status(uri, run_id, "KILLED", {"slora.status": "interrupted"})
+        else:  # a no-op for the runs Tune's callback ended (callback.py)
+            end_trial(uri, run_id, status)
     files = write_table(table, out_dir)
     finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
-    summary = {"out_dir": str(out_dir), "trials": len(run_statuses), "finished": len(finished),
+    interrupted = sum(s == "interrupted" for s in run_statuses.values())
+    complete = not interrupted and len(run_statuses) >= sweep.num_samples
+    if not complete:
+        log(f"\nthe sweep stopped before its end ({interrupted} trials interrupted, {len(run_statuses)} of "
+            f"{sweep.num_samples} started): rerun it with resume=true name={name}")
+    summary = {"out_dir": str(out_dir), "trials": len(run_statuses), "finished": len(finished), "complete": complete,
                "results": str(files[0]), "tracking_uri": uri, "parent_run_id": parent,
                "training_seconds": sum(r.get("stage_seconds", 0.0) for r in table),
                "stage_epochs": sum(int(r.get("optim.epochs", 0)) for r in table)}
