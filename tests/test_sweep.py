@@ -157,8 +157,10 @@ def test_a_trials_name_says_its_method_searched_values_and_id_and_final_metrics_
     from pipelines.sweeper.endings import final_metrics
     from pipelines.sweeper.trial import run_name
 
-    sampled = {"adapter.rank": 8, "optim.lr_direction": 0.0041234, "variant": "slora_rr"}
-    assert run_name("slora_rr", sampled, "9077f05e") == "slora_rr rank=8 lr_direction=0.0041 9077f05e"
+    sampled = {"adapter.normaliser": "product_norm", "optim.lr_direction": 0.0041234, "adapter.rank": 8,
+               "variant": "slora_rr"}
+    assert run_name("slora_rr", sampled, "9077f05e") == \
+        "slora_rr rank=8 lr_direction=0.0041 normaliser=product_norm 9077f05e"
     stages = {1: {"val_accuracy": 0.9, "test_accuracy": 0.8}, 2: {"val_accuracy": 0.5, "test_accuracy": 0.4,
                                                                   "test_forgetting": 0.1}}
     assert final_metrics(stages) == {"stages_done": 2, "final_val_accuracy": 0.5, "final_test_accuracy": 0.4,

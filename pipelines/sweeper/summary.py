@@ -77,8 +77,10 @@ def finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages, ou
     tracking.log_parent_files(uri, parent, files)
     log(f"\nresults: {files[0]}")
     backend = f" --backend-store-uri {uri}" if not uri.startswith("http") else ""
-    log(f"MLflow UI: mlflow ui{backend} --port 5000   (then open http://127.0.0.1:5000)"
-        if backend else f"MLflow UI: {uri}")
+    # the link opens the runs view: MLflow 3's UI otherwise opens every experiment on its GenAI overview
+    runs_view = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    log(f"MLflow UI: mlflow ui{backend} --port 5000   (then open http://127.0.0.1:5000/{runs_view})"
+        if backend else f"MLflow UI: {uri.rstrip('/')}/{runs_view}")
     return summary, table, run_statuses
 
 

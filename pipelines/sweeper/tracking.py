@@ -60,8 +60,9 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def prepare_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
-    """Create (or find) the experiment in the main process; returns its id. Marked as model training, so the UI
-    opens it on its runs rather than on the GenAI traces overview."""
+    """Create (or find) the experiment in the main process; returns its id. Marked as model training (MLflow 3.17's
+    UI still opens an experiment by its global GenAI / Model training switch, so the printed link names the runs
+    view)."""
     c = client(uri)
     found = c.get_experiment_by_name(name)
     if found is not None:

@@ -94,13 +94,20 @@ def _resolved_by_worker(key: str, value) -> bool:
 
 
 def run_name(variant: str, sampled: dict, trial_id: str) -> str:
-    """What the trial is, at a glance in the runs table: its method, its searched values, a short id."""
+    """What the trial is, at a glance in the runs table: its method, its searched values (rank, learning rates and
+    epochs first: what a reader compares; the UI cuts long names), a short id."""
     sampled = {k: v for k, v in sampled.items() if k != "variant"}
     leaves = [k.rsplit(".", 1)[-1] for k in sampled]
+
+    def order(key: str):
+        leaf = key.rsplit(".", 1)[-1]
+        return (0 if leaf == "rank" else 1 if leaf.startswith("lr") else 2 if leaf == "epochs" else 3, key)
+
     values = []
-    for key, value in sorted(sampled.items()):
+    for key in sorted(sampled, key=order):
         leaf = key.rsplit(".", 1)[-1]
         label = leaf if leaves.count(leaf) == 1 else key
+        value = sampled[key]
         values.append(f"{label}={value:.2g}" if isinstance(value, float) else f"{label}={value}")
     return " ".join([variant, *values, trial_id])  # Tune's trial ids are 8 hex digits
 
