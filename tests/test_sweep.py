@@ -349,8 +349,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_refuses_to_start_a_second_ray_instance_on_the_machine(tmp_path):
     """Two local instances leak stopped trials' CPUs (Ray Train's cleaner cannot tell them apart): refused up front."""
-    other = subprocess.Popen([sys.executable, "-c", "import ray, sys; ray.init(include_dashboard=False, num_cpus=1); "
-                              "print('up', flush=True); sys.stdin.read()"], stdin=subprocess.PIPE,
+    # address="local": a bare ray.init() would join whatever `ray start` left recorded on this machine
+    other = subprocess.Popen([sys.executable, "-c", "import ray, sys; ray.init(address='local', "
+                              "include_dashboard=False, num_cpus=1); print('up', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "up"
