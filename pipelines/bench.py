@@ -1,7 +1,9 @@
 """Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
 ``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path;
 ``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py);
-``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px.
+``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px;
+``python pipelines/bench.py lean [batch=4] [reps=3]`` times the S-LoRA step on ViT-B/16 at 224 against the plain
+frozen-backbone step (forward + input gradients only) and a PEFT-style factored LoRA, fp32 and bf16.
 
 - train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
   the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
@@ -195,6 +197,50 @@ def precision_bench(reps: int) -> dict:
     return figures
 
 
+def plain_step(vit: nn.Module, images: torch.Tensor, labels: torch.Tensor, autocast: bool) -> Callable[[], None]:
+    """The floor an adapter step is measured against: the frozen ViT's forward and the gradients with respect to
+    its activations (what any adapter inside it needs), a trainable head, no weight gradients in the backbone."""
+    head = nn.Linear(vit.num_features, CLASSES_PER_TASK, device=images.device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-4)
+    inputs = images.clone().requires_grad_(True)  # so the backward runs through every block
+
+    def step() -> None:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(head(vit(inputs)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        inputs.grad = None
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def lean_bench(batch: int, reps: int) -> dict:
+    """S-LoRA step at tasks 1 and 20 / plain frozen step, and the factored LoRA's, on ViT-B/16 at 224."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).to(device).requires_grad_(False)
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    labels = torch.randint(0, CLASSES_PER_TASK, (batch,), device=device)
+    task1, task20 = slora_at_task(vit, 1), slora_at_task(vit, 20)
+    factored = HandwrittenLoRA(vit, RANK, CLASSES_PER_TASK)
+    figures = {"device": str(device), "model": "vit_base_patch16_224 @224", "batch": batch}
+    for precision, bf16 in (("fp32", False), ("bf16", True)):
+        times = median_seconds({"plain": plain_step(vit, images, labels, bf16),
+                                "slora_task1": train_step(task1, images, labels, bf16),
+                                "slora_task20": train_step(task20, images, labels, bf16),
+                                "factored_lora": train_step(factored, images, labels, bf16)},
+                               reps, warmup=1, device=device)
+        figures[precision] = {"ms": {k: round(v * 1e3, 1) for k, v in times.items()},
+                              "images_per_s": {k: round(batch / v, 2) for k, v in times.items()},
+                              **{f"{k}_over_plain": times[k] / times["plain"]
+                                 for k in ("slora_task1", "slora_task20", "factored_lora")}}
+        print(f"  {precision}: " + ", ".join(f"{k} / plain {figures[precision][f'{k}_over_plain']:.3f}"
+                                             for k in ("slora_task1", "slora_task20", "factored_lora"))
+              + f"  (plain {times['plain'] * 1e3:.0f} ms, batch {batch})")
+    return figures
+
+
 def report(figures: dict) -> None:
     print(f"\n{figures['size']} ViT on {figures['device']}: embed {figures['embed_dim']}, depth {figures['depth']}, "
           f"img {figures['img_size']}/{figures['patch_size']}, batch {figures['batch']}, "
@@ -215,6 +261,10 @@ def main(argv: list[str]) -> int:
         from pipelines.bench_data import main as data_main
 
         return data_main(argv[1:])
+    if argv[:1] == ["lean"]:
+        opts = dict(a.partition("=")[::2] for a in argv[1:])
+        print(json.dumps(lean_bench(int(opts.get("batch", 4)), int(opts.get("reps", 3)))))
+        return 0
     if argv[:1] == ["precision"]:
         print(json.dumps(precision_bench(int(argv[1].partition("=")[2]) if argv[1:] else 8)))
         return 0
