@@ -360,7 +360,7 @@ def test_a_sweep_refuses_to_start_a_second_ray_instance_on_the_machine(tmp_path)
     finally:
         other.communicate("", timeout=60)
     assert done.returncode == 2 and "another Ray instance is running on this machine" in done.stderr
-    assert "address=auto" in done.stderr and not (tmp_path / "runs" / "ray").exists()
+    assert "address=auto" in done.stderr and not (tmp_path / "runs").exists(), "refused before anything was written"
 
 
 def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():

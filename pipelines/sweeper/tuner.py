@@ -39,8 +39,6 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     started = time.perf_counter()
     run_overrides = absolute_paths(run_overrides)
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
-    if not (sweep.address or os.environ.get("RAY_ADDRESS")):
-        _refuse_a_second_local_ray()
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())
     if "://" not in storage:
@@ -48,9 +46,11 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     if sweep.resume and not sweep.name:
         name = _latest_sweep(storage)
     out_dir = Path(sweep.out_dir or cwd / "runs" / name).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     uri = sweep.tracking_uri or tracking.default_tracking_uri(cwd)
     tracking.check_reachable(uri)
+    if not (sweep.address or os.environ.get("RAY_ADDRESS")):
+        _refuse_a_second_local_ray()
+    out_dir.mkdir(parents=True, exist_ok=True)
     artifact_root = (cwd / "mlartifacts") if uri.startswith("sqlite") else None
     experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
     state_file = out_dir / "sweep.json"
