@@ -54,6 +54,9 @@ def main(argv: list[str]) -> int:
     order_seed = load_benchmark(compose_run({**run_keys, "variant": methods[0]}).data).order_seed
     try:
         rows = compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys, order_seed)
+    except SweepIncomplete as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 1
     finally:  # the one local Ray instance every sweep ran on (tuned_sweep)
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized() and not sweep_keys.get("address"):
@@ -90,6 +93,10 @@ def compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys,
     return rows
 
 
+class SweepIncomplete(RuntimeError):
+    pass
+
+
 def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> dict:
     """The method's sweep (resumed if interrupted, skipped if finished) -> its best finished trial, chosen on val."""
     name = f"compare-{method}"
@@ -102,6 +109,9 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
         # one local Ray instance for all the methods' sweeps: its start-up is paid once
         run_sweep(*parse_sweep_args(args), shared_ray=True)
     summary = json.loads(summary_file.read_text())
+    if not summary.get("complete"):  # stopped part-way (Ctrl-C, a lost head): its best is not yet the best
+        raise SweepIncomplete(f"the {method} sweep stopped before its end ({summary['trials']} of {num_samples} "
+                              "trials ran to their end or were stopped by ASHA); run the same command again to go on")
     if "best" not in summary:
         raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")
     return summary["best"]
