@@ -3,10 +3,11 @@
 ``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py);
 ``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px;
 ``python pipelines/bench.py lean [batch=4] [reps=3]`` times the S-LoRA step on ViT-B/16 at 224 against the plain
-frozen-backbone step (forward + input gradients only) and a PEFT-style factored LoRA, fp32 and bf16.
+frozen-backbone step (forward + input gradients only), merged and factored (``adapter.compute``), and a
+PEFT-style factored LoRA, fp32 and bf16.
 
-- train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are folded into
-  the qkv weights once per step, so the cost should not grow with the number of tasks (goal <= 1.10);
+- train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are concatenated
+  buffers (no Python loop over tasks), so the cost should barely grow with the number of tasks (goal <= 1.10);
 - S-LoRA step / rank-10 LoRA step (goal <= 1.15), against two LoRAs: ``seq_lora`` (the same folded-weight
   forward, one adapter and no magnitudes) and a hand-written PEFT-style LoRA (x V^T U^T added to q and v);
 - merged-model forward / plain backbone forward (goal <= 1.02): the exported model is the plain ViT.
@@ -71,9 +72,9 @@ class HandwrittenLoRA(nn.Module):
         return self.head(self.vit(images))
 
 
-def slora_at_task(vit: nn.Module, task: int, decoupled: bool = True) -> SLoRAViT:
+def slora_at_task(vit: nn.Module, task: int, decoupled: bool = True, compute: str = "auto") -> SLoRAViT:
     """An S-LoRA model at 1-based `task`: the earlier directions trained (random factors) and frozen."""
-    model = SLoRAViT(vit, AdapterConfig(rank=RANK), decoupled=decoupled)
+    model = SLoRAViT(vit, AdapterConfig(rank=RANK, compute=compute), decoupled=decoupled)
     for _ in range(task - 1):
         model.begin_task(CLASSES_PER_TASK, RANK)
         with torch.no_grad():
@@ -216,28 +217,35 @@ def plain_step(vit: nn.Module, images: torch.Tensor, labels: torch.Tensor, autoc
 
 
 def lean_bench(batch: int, reps: int) -> dict:
-    """S-LoRA step at tasks 1 and 20 / plain frozen step, and the factored LoRA's, on ViT-B/16 at 224."""
+    """S-LoRA's step at tasks 1 and 20, merged and factored, and a PEFT-style factored LoRA, over the plain frozen
+    step on ViT-B/16 at 224; and which of the two S-LoRA forms ``adapter.compute=auto`` picks for each case."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).to(device).requires_grad_(False)
     images = torch.randn(batch, 3, 224, 224, device=device)
     labels = torch.randint(0, CLASSES_PER_TASK, (batch,), device=device)
-    task1, task20 = slora_at_task(vit, 1), slora_at_task(vit, 20)
-    factored = HandwrittenLoRA(vit, RANK, CLASSES_PER_TASK)
+    models = {f"slora_task{task}_{compute}": slora_at_task(vit, task, compute=compute)
+              for task in (1, 20) for compute in ("merged", "factored")}
+    factored_lora = HandwrittenLoRA(vit, RANK, CLASSES_PER_TASK)
     figures = {"device": str(device), "model": "vit_base_patch16_224 @224", "batch": batch}
     for precision, bf16 in (("fp32", False), ("bf16", True)):
-        times = median_seconds({"plain": plain_step(vit, images, labels, bf16),
-                                "slora_task1": train_step(task1, images, labels, bf16),
-                                "slora_task20": train_step(task20, images, labels, bf16),
-                                "factored_lora": train_step(factored, images, labels, bf16)},
-                               reps, warmup=1, device=device)
+        calls = {"plain": plain_step(vit, images, labels, bf16),
+                 **{name: train_step(model, images, labels, bf16) for name, model in models.items()},
+                 "factored_lora": train_step(factored_lora, images, labels, bf16)}
+        times = median_seconds(calls, reps, warmup=1, device=device)
+        over = {k: times[k] / times["plain"] for k in calls if k != "plain"}
+        auto = {}
+        for task in (1, 20):
+            model = slora_at_task(vit, task)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                auto[f"task{task}"] = model.compute_for(images)
+            over[f"slora_task{task}_auto"] = over[f"slora_task{task}_{auto[f'task{task}']}"]
         figures[precision] = {"ms": {k: round(v * 1e3, 1) for k, v in times.items()},
                               "images_per_s": {k: round(batch / v, 2) for k, v in times.items()},
-                              **{f"{k}_over_plain": times[k] / times["plain"]
-                                 for k in ("slora_task1", "slora_task20", "factored_lora")}}
-        print(f"  {precision}: " + ", ".join(f"{k} / plain {figures[precision][f'{k}_over_plain']:.3f}"
-                                             for k in ("slora_task1", "slora_task20", "factored_lora"))
-              + f"  (plain {times['plain'] * 1e3:.0f} ms, batch {batch})")
+                              "auto_picks": auto, **{f"{k}_over_plain": round(v, 3) for k, v in over.items()}}
+        print(f"  {precision} (plain {times['plain'] * 1e3:.0f} ms = {batch / times['plain']:.2f} img/s, batch {batch})"
+              f", step / plain: " + ", ".join(f"{k} {v:.3f}" for k, v in over.items())
+              + f"; auto picks {auto}")
     return figures
 
 

@@ -101,7 +101,7 @@ class QKVDirections(nn.Module):
         return self.up(self.targets[0]) is not None
 
     # -- the math ----------------------------------------------------------------------------------------------
-    def delta(
+    def scales(
         self,
         t: str,
         frozen_scales: torch.Tensor,
@@ -109,18 +109,42 @@ class QKVDirections(nn.Module):
         current_scale: torch.Tensor | None,
         normalise_current: bool,
         normaliser: str,
-    ) -> torch.Tensor:
-        """Delta W of target t: frozen_scales[k] scales frozen direction k (owner maps rank columns to k)."""
-        up, down = self.frozen_up(t), self.frozen_down(t)
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What target t's rank columns are multiplied by: m_k / n_k for each frozen column (owner maps columns to
+        directions k), and the current direction's coefficient (None when there is none)."""
         column_scale = (frozen_scales / self.frozen_norms(t))[owner]
-        delta = (up * column_scale) @ down
-        if current_scale is not None and self.has_current:
-            current = self.up(t) @ self.down(t)
-            if normalise_current:
-                norm = direction_norm(self.up(t), self.down(t), normaliser)
-                current = current / torch.where(norm > _ZERO_DIRECTION, norm, torch.ones_like(norm))
-            delta = delta + current_scale * current
+        if current_scale is None or not self.has_current:
+            return column_scale, None
+        if not normalise_current:
+            return column_scale, current_scale
+        norm = direction_norm(self.up(t), self.down(t), normaliser)
+        return column_scale, current_scale / torch.where(norm > _ZERO_DIRECTION, norm, torch.ones_like(norm))
+
+    def delta(self, t: str, column_scale: torch.Tensor, current: torch.Tensor | None) -> torch.Tensor:
+        """Delta W of target t (out x in) from its ``scales``."""
+        delta = (self.frozen_up(t) * column_scale) @ self.frozen_down(t)
+        if current is not None:
+            delta = delta + current * (self.up(t) @ self.down(t))
         return delta
+
+    def factored_deltas(self, scales: dict[str, tuple], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x Delta W^T per target without forming Delta W: x V^T diag(s) U^T, with every target's down factors
+        (frozen and current) in one GEMM, so x is read once."""
+        downs, ups, columns = [], [], []
+        for t in self.targets:
+            column_scale, current = scales[t]
+            pieces = [(self.frozen_down(t), self.frozen_up(t), column_scale)]
+            if current is not None:
+                pieces.append((self.down(t), self.up(t), current.expand(self.down(t).shape[0])))
+            downs += [d for d, _, _ in pieces]
+            columns += [c for _, _, c in pieces]
+            ups.append(torch.cat([u for _, u, _ in pieces], dim=1))
+        hidden = (x @ torch.cat(downs).T) * torch.cat(columns)
+        return dict(zip(self.targets, (h @ u.T for h, u in zip(hidden.split([u.shape[1] for u in ups], -1), ups))))
+
+    def total_rank(self) -> int:
+        ranks = self.frozen_down(self.targets[0]).shape[0]
+        return ranks + (self.down(self.targets[0]).shape[0] if self.has_current else 0)
 
     def merged_weight(self, base: torch.Tensor, deltas: dict[str, torch.Tensor]) -> torch.Tensor:
         """W0 with each target's delta added to its third of the fused weight (one GEMM in forward, as the ViT)."""
@@ -144,3 +168,21 @@ class QKVDirections(nn.Module):
             block = owner_onehot.T @ ((up.T @ up) * (down @ down.T)) @ owner_onehot
             total = total + block / (norms[:, None] * norms[None, :])
         return total
+
+
+def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, autocast: bool) -> str:
+    """"merged" or "factored", whichever costs fewer multiply-adds for one adapted qkv (beyond the frozen GEMM).
+
+    merged:   forming Delta W (targets x d^2 R, twice more in the backward); the backward's gradient of the fused
+              weight (3 d^2 per token); under autocast Delta W is its own GEMM on x (d^2 per token and target, thrice
+              with its input and weight gradients: slora/model.py).
+    factored: x V^T and (.) U^T per target (2 d R per token), three more in the backward (input gradient, and
+              grad U, grad s of the columns).
+    On ViT-B/16 (d 768, 197 tokens an image) the factored form is cheaper up to a total rank of about 0.3 d in
+    fp32 training and always under autocast; evaluation in fp32 folds (pipelines/bench.py lean measures both).
+    """
+    merged = targets * dim * dim * rank * (3 if grad else 1)
+    split = targets * tokens * dim * dim * ((3 if grad else 1) if autocast else 0)
+    merged += split + (3 * tokens * dim * dim if grad and not autocast else 0)
+    factored = targets * tokens * dim * rank * (5 if grad else 2)
+    return "factored" if factored < merged else "merged"

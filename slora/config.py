@@ -54,6 +54,11 @@ class AdapterConfig:
     rank_schedule: list[list[int]] = seq((4, 8), (8, 6))
     # KD: absorb a new direction when the joint least-squares residual is at most this (a norm, docs/method.md §7)
     kd_threshold: float = 9e-4
+    # How the directions enter the forward pass (the same function, different cost): "merged" folds them into the
+    # qkv weight (one GEMM, but the backward pays the fused weight's full gradient); "factored" adds x V^T diag(s)
+    # U^T beside the frozen GEMM (cost grows with the total rank); "auto" picks the cheaper by a FLOP count per step
+    # (slora/adapter.py ``cheaper_compute``).
+    compute: str = choice("auto", "merged", "factored")
 
 
 @dataclass

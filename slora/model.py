@@ -1,9 +1,11 @@
 """A timm VisionTransformer with S-LoRA directions on its qkv projections and one growing linear head.
 
-The ViT stays a plain, frozen timm module. Each forward folds the adapters into the qkv weights once
-(``adapted_qkv_weights``) and runs the ViT with those weights through ``torch.func.functional_call``: one GEMM
-per projection as in the plain model, and no Python loop over past tasks, so a step at task 20 costs what a
-step at task 1 costs. ``merged()`` writes the same weights into a copy: a plain timm model.
+The ViT stays a plain, frozen timm module. A forward adds the adapters one of two ways (``adapter.compute``; the
+same function): folded into the qkv weights once (``adapted_qkv_weights``) and run through
+``torch.func.functional_call``, one GEMM per projection as in the plain model; or factored, x V^T diag(s) U^T added
+to the frozen GEMM's output, which spares the backward the fused weight's full gradient while the total rank is
+small. Neither loops over past tasks in Python: the frozen directions are concatenated buffers. ``merged()`` writes
+the folded weights into a copy: a plain timm model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .adapter import QKVDirections
+from .adapter import SLICES, QKVDirections, cheaper_compute
 from .config import AdapterConfig, OptimConfig
 from .heads import empty_head, grown_head, with_head
 
@@ -209,29 +211,61 @@ class SLoRAViT(nn.Module):
 
     def _qkv_deltas(self) -> dict[str, tuple[QKVDirections, dict[str, torch.Tensor]]]:
         """Each adapted block's directions and its delta W per target (q, v), in fp32."""
+        return {name: (layer, {t: layer.delta(t, *s) for t, s in scales.items()})
+                for name, (layer, scales) in self._scales().items()}
+
+    def _scales(self) -> dict[str, tuple[QKVDirections, dict[str, tuple]]]:
+        """Each adapted block's directions and, per target, its frozen columns' scales and current coefficient."""
         kept = self.kept_directions
         frozen_scales = self.magnitudes[:kept] + self.magnitude_offsets
         current_scale = self.magnitudes[kept] if self.has_current else None
         # Sequential LoRA is plain W0 + U V under every semantics: no normaliser, and its magnitude is a fixed 1.
         normalise_current = self.cfg.normalise_current and self.decoupled
         return {
-            name: (layer, {t: layer.delta(t, frozen_scales, self.owner, current_scale, normalise_current,
-                                          self.cfg.normaliser) for t in layer.targets})
+            name: (layer, {t: layer.scales(t, frozen_scales, self.owner, current_scale, normalise_current,
+                                           self.cfg.normaliser) for t in layer.targets})
             for name, layer in self.directions.items()
         }
 
+    def compute_for(self, images: torch.Tensor) -> str:
+        """How this forward adds the directions: the configured way, or under "auto" the cheaper one for this
+        batch, rank and mode (a pure function of shapes, so a run is reproducible)."""
+        if self.cfg.compute != "auto":
+            return self.cfg.compute
+        layer = next(iter(self.directions.values()))
+        patch = self.vit.patch_embed.patch_size
+        tokens = images.shape[-2] // patch[0] * (images.shape[-1] // patch[1]) + self.vit.num_prefix_tokens
+        return cheaper_compute(images.shape[0] * tokens, layer.dim, layer.total_rank(), len(layer.targets),
+                               grad=torch.is_grad_enabled(), autocast=torch.is_autocast_enabled(images.device.type))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.compute_for(images) == "factored":
+            return self._with_qkv_hooks(images, {
+                name: lambda x, layer=layer, scales=scales: layer.factored_deltas(scales, x)
+                for name, (layer, scales) in self._scales().items()})
         if not torch.is_autocast_enabled(images.device.type):
             features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
             return self.head(features)
         # Under bf16/fp16 autocast, W0 + dW cast to one low-precision weight rounds dW's small entries to W0's
         # spacing (docs/method.md §10, Precision). So W0's GEMM runs as the ViT's own and dW is a second GEMM on
         # the same input, cast on its own scale: q, v += x dW^T.
+        return self._with_qkv_hooks(images, {
+            name: lambda x, deltas=deltas: {t: F.linear(x, delta) for t, delta in deltas.items()}
+            for name, (_, deltas) in self._qkv_deltas().items()})
+
+    def _with_qkv_hooks(self, images: torch.Tensor, adds: dict) -> torch.Tensor:
+        """Run the frozen ViT with adds[block](x)[t] added to target t's third of that block's qkv output."""
         hooks = []
-        for name, (layer, deltas) in self._qkv_deltas().items():
-            delta = layer.merged_weight(torch.zeros_like(self.vit.blocks[int(name)].attn.qkv.weight), deltas)
-            hooks.append(self.vit.blocks[int(name)].attn.qkv.register_forward_hook(
-                lambda module, inputs, output, delta=delta: output + F.linear(inputs[0], delta)))
+        for name, add in adds.items():
+            qkv = self.vit.blocks[int(name)].attn.qkv
+            def hook(module, inputs, output, add=add):
+                # One add of a [q | k | v]-shaped delta: adding into slices of the output in place measured slower
+                # (autograd copies the whole output gradient for each sliced in-place add).
+                parts = add(inputs[0])
+                zero = torch.zeros_like(next(iter(parts.values())))
+                return output + torch.cat([parts.get(t, zero) for t in SLICES], dim=-1)
+
+            hooks.append(qkv.register_forward_hook(hook))
         try:
             return self.head(self.vit(images))
         finally:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from slora.adapter import direction_norm
+from slora.adapter import cheaper_compute, direction_norm
 from slora.config import AdapterConfig
 from slora.configure import CONF_DIR
 from slora.model import SLoRAViT
@@ -412,6 +412,61 @@ def test_merged_model_equals_the_adapted_model_at_every_stage(variant, semantics
             model.absorb_if_spanned()
         model.freeze_current()
         assert max_merge_error(model) <= 1e-4, f"task {task}, frozen"
+
+
+def loss_and_gradients(model: SLoRAViT, compute: str, autocast: bool = False) -> tuple:
+    model.cfg.compute = compute
+    model.zero_grad(set_to_none=True)
+    x = images(16, seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(x)
+    out.float().square().mean().backward()
+    params = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach().float(), params
+
+
+@ALL_VARIANTS
+@pytest.mark.parametrize("semantics", ["official", "paper"])
+def test_factored_and_merged_compute_give_the_same_outputs_and_gradients(variant, semantics):
+    """adapter.compute changes the cost of a step, never its function: the same logits and gradients, with frozen
+    directions, carried magnitudes and a trained current direction all present (task 3)."""
+    model = make_model(variant, **(PAPER_ADAPTER if semantics == "paper" else {}))
+    run_tasks(model, variant, tasks=2)
+    model.begin_task(CLASSES_PER_TASK, variant.rank_for_task(2, model.cfg))
+    randomise_current(model)
+    merged, merged_grads = loss_and_gradients(model, "merged")
+    factored, factored_grads = loss_and_gradients(model, "factored")
+    assert torch.allclose(merged, factored, atol=1e-5, rtol=1e-4)
+    assert merged_grads.keys() == factored_grads.keys() and "directions.0.up_q" in merged_grads
+    for name, grad in merged_grads.items():
+        assert torch.allclose(grad, factored_grads[name], atol=1e-6, rtol=1e-3), name
+
+
+def test_factored_compute_under_bf16_tracks_fp32():
+    model = make_model("slora")
+    run_tasks(model, VARIANTS["slora"], tasks=2)
+    model.begin_task(CLASSES_PER_TASK, 4)
+    randomise_current(model)
+    exact, _ = loss_and_gradients(model, "merged")
+    bf16, _ = loss_and_gradients(model, "factored", autocast=True)
+    assert float((bf16 - exact).norm() / exact.norm()) < 0.02
+
+
+def test_auto_compute_is_factored_while_the_total_rank_is_small_and_merged_beyond():
+    """The FLOP rule on ViT-B/16 (d 768, 197 tokens an image, q and v), batch 64."""
+    vit_b = dict(tokens=64 * 197, dim=768, targets=2)
+    assert cheaper_compute(rank=10, grad=True, autocast=False, **vit_b) == "factored"
+    assert cheaper_compute(rank=200, grad=True, autocast=False, **vit_b) == "factored"
+    assert cheaper_compute(rank=400, grad=True, autocast=False, **vit_b) == "merged"
+    assert cheaper_compute(rank=400, grad=True, autocast=True, **vit_b) == "factored"
+    assert cheaper_compute(rank=10, grad=False, autocast=False, **vit_b) == "merged"  # evaluation folds
+    model = make_model("slora")
+    model.begin_task(CLASSES_PER_TASK, 4)
+    with torch.no_grad():
+        assert model.compute_for(images(64)) == "merged"
+    assert model.compute_for(images(64)) == "factored"
+    model.cfg.compute = "merged"
+    assert model.compute_for(images(2)) == "merged"
 
 
 def test_merged_model_is_a_plain_timm_vit():

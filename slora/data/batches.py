@@ -1,4 +1,9 @@
-"""Batches straight from uint8 tensors: seeded shuffling, even sharding over DDP ranks, augmentation on tensors."""
+"""Batches straight from uint8 tensors: seeded shuffling, even sharding over DDP ranks, augmentation on tensors.
+
+Pixels cross to the device as uint8 (a quarter of float32's bytes) and become floats and are augmented there. On
+a GPU each batch is gathered into pinned host memory and its copy is started one batch ahead, so the transfer and
+the next gather overlap the step that runs on the previous batch.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +30,30 @@ def train_batches(
     if world_size > 1:
         padded = -(-len(order) // world_size) * world_size
         order = torch.cat([order, order[: padded - len(order)]])[ddp_rank::world_size]
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        x = to_float(images[index].to(device, non_blocking=True))
+    batches = (order[start : start + batch_size] for start in range(0, len(order), batch_size))
+    for pixels, y in _on_device(images, labels, batches, torch.device(device)):
+        x = to_float(pixels)
         if augment != "none":
             x = augment_batch(x, augment, generator)
-        yield x, labels[index].to(device, non_blocking=True)
+        yield x, y
+
+
+def _on_device(images: torch.Tensor, labels: torch.Tensor, batches: Iterator[torch.Tensor], device: torch.device):
+    """(pixels, labels) of each batch on ``device``; on CUDA through pinned memory, one batch in flight ahead (the
+    caching host allocator reuses a pinned block only once the copy that read it has finished)."""
+    def start(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = images[index], labels[index]
+        if device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    ahead = None
+    for index in batches:
+        current, ahead = ahead, start(index)
+        if current is not None:
+            yield current
+    if ahead is not None:
+        yield ahead
 
 
 def eval_batches(images: torch.Tensor, batch_size: int, device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
