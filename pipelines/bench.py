@@ -4,7 +4,8 @@
 ``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px;
 ``python pipelines/bench.py lean [batch=4] [reps=3]`` times the S-LoRA step on ViT-B/16 at 224 against the plain
 frozen-backbone step (forward + input gradients only), merged and factored (``adapter.compute``), and a
-PEFT-style factored LoRA, fp32 and bf16.
+PEFT-style factored LoRA, fp32 and bf16; with the model FLOPs of the S-LoRA step (FlopCounterMode), its TFLOP/s,
+its MFU on a known GPU and the training hours of a 10-task, 20-epoch ImageNet-R sequence at that rate.
 
 - train step (forward, backward, optimiser step) at task 20 / at task 1: the frozen directions are concatenated
   buffers (no Python loop over tasks), so the cost should barely grow with the number of tasks (goal <= 1.10);
@@ -216,6 +217,22 @@ def plain_step(vit: nn.Module, images: torch.Tensor, labels: torch.Tensor, autoc
     return step
 
 
+# bf16 dense tensor-core peak (NVIDIA's datasheets), the denominator of model FLOPs utilisation
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+IMAGENET_R_SEQUENCE = 24_000 * 20  # training images of ImageNet-R's 10 tasks x 20 epochs (the paper's protocol)
+
+
+def step_flops(step: Callable[[], None]) -> int:
+    """FLOPs one call executes, as counted by torch's FlopCounterMode: the forward, the input-gradient backward and
+    the weight gradients of what trains (adapters, head): the model FLOPs of this step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
 def lean_bench(batch: int, reps: int) -> dict:
     """S-LoRA's step at tasks 1 and 20, merged and factored, and a PEFT-style factored LoRA, over the plain frozen
     step on ViT-B/16 at 224; and which of the two S-LoRA forms ``adapter.compute=auto`` picks for each case."""
@@ -242,11 +259,31 @@ def lean_bench(batch: int, reps: int) -> dict:
             over[f"slora_task{task}_auto"] = over[f"slora_task{task}_{auto[f'task{task}']}"]
         figures[precision] = {"ms": {k: round(v * 1e3, 1) for k, v in times.items()},
                               "images_per_s": {k: round(batch / v, 2) for k, v in times.items()},
-                              "auto_picks": auto, **{f"{k}_over_plain": round(v, 3) for k, v in over.items()}}
+                              "auto_picks": auto, **{f"{k}_over_plain": round(v, 3) for k, v in over.items()},
+                              **utilisation(calls, times, auto, batch, device, bf16)}
         print(f"  {precision} (plain {times['plain'] * 1e3:.0f} ms = {batch / times['plain']:.2f} img/s, batch {batch})"
               f", step / plain: " + ", ".join(f"{k} {v:.3f}" for k, v in over.items())
-              + f"; auto picks {auto}")
+              + f"; auto picks {auto}; " + ", ".join(f"{k} {v}" for k, v in figures[precision].items()
+                                                     if k.startswith(("task", "imagenet"))))
     return figures
+
+
+def utilisation(calls: dict, times: dict, auto: dict, batch: int, device: torch.device, bf16: bool) -> dict:
+    """S-LoRA's (``auto``) achieved TFLOP/s at tasks 1 and 20, the MFU where the GPU's peak is known, and the
+    training time of an ImageNet-R-sized sequence at the task-1 rate."""
+    out = {}
+    for task in (1, 20):
+        name = f"slora_task{task}_{auto[f'task{task}']}"
+        flops = step_flops(calls[name])
+        out[f"task{task}_gflops_per_image"] = round(flops / batch / 1e9, 2)
+        out[f"task{task}_tflops_per_s"] = round(flops / times[name] / 1e12, 3)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if device.type == "cuda" and bf16
+                     and k in torch.cuda.get_device_name(device)), None)
+        if peak:
+            out[f"task{task}_mfu"] = round(flops / times[name] / 1e12 / peak, 3)
+    rate = batch / times[f"slora_task1_{auto['task1']}"]
+    out["imagenet_r_10_tasks_20_epochs_hours"] = round(IMAGENET_R_SEQUENCE / rate / 3600, 2)
+    return out
 
 
 def report(figures: dict) -> None:
