@@ -1,8 +1,8 @@
 """Batches straight from uint8 tensors: seeded shuffling, even sharding over DDP ranks, augmentation on tensors.
 
 Pixels cross to the device as uint8 (a quarter of float32's bytes) and become floats and are augmented there. On
-a GPU each batch is gathered into pinned host memory and its copy is started one batch ahead, so the transfer and
-the next gather overlap the step that runs on the previous batch.
+a GPU each batch is gathered into pinned host memory and copied on a side stream one batch ahead, so the next
+batch's gather and transfer overlap the step on the current one.
 """
 
 from __future__ import annotations
@@ -39,21 +39,38 @@ def train_batches(
 
 
 def _on_device(images: torch.Tensor, labels: torch.Tensor, batches: Iterator[torch.Tensor], device: torch.device):
-    """(pixels, labels) of each batch on ``device``; on CUDA through pinned memory, one batch in flight ahead (the
-    caching host allocator reuses a pinned block only once the copy that read it has finished)."""
-    def start(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels, labels) of each batch on ``device``. On CUDA the copy runs from pinned memory on a side stream, one
+    batch ahead: the step on batch k waits only for batch k's copy (its event), while batch k+1 is gathered on the
+    host and copied beside that step (the usual prefetcher; ``record_stream`` keeps the allocator from reusing the
+    copy's memory while the step's stream still reads it)."""
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def start(index: torch.Tensor) -> tuple:
         x, y = images[index], labels[index]
-        if device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if stream is None:
+            return x.to(device), y.to(device), None
+        x, y = x.pin_memory(), y.pin_memory()
+        with torch.cuda.stream(stream):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return x, y, copied
+
+    def ready(x: torch.Tensor, y: torch.Tensor, copied) -> tuple[torch.Tensor, torch.Tensor]:
+        if copied is not None:
+            main = torch.cuda.current_stream(device)
+            main.wait_event(copied)
+            x.record_stream(main)
+            y.record_stream(main)
+        return x, y
 
     ahead = None
     for index in batches:
         current, ahead = ahead, start(index)
         if current is not None:
-            yield current
+            yield ready(*current)
     if ahead is not None:
-        yield ahead
+        yield ready(*ahead)
 
 
 def eval_batches(images: torch.Tensor, batch_size: int, device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
