@@ -86,7 +86,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
         )
         trainable = tune.with_resources(tune.with_parameters(trial_driver, settings=settings), {"cpu": 0.01})
         experiment_path = f"{storage.rstrip('/')}/{name}"
-        if sweep.resume and tune.Tuner.can_restore(experiment_path):
+        resumed = sweep.resume and tune.Tuner.can_restore(experiment_path)
+        if resumed:
             log(f"resuming {experiment_path}: finished trials are kept, unfinished ones continue")
             tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
@@ -106,9 +107,15 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                                               out_dir, log)
         summary["wall_seconds"] = time.perf_counter() - started
         training = summary.pop("training_seconds")
-        summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(summary["trials"], 1)
-        log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
-            f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
+        if resumed:  # the trials' training spans every call of the sweep, the wall time only this one
+            summary["platform_overhead_per_trial_seconds"] = None
+            log(f"this call's wall time {summary['wall_seconds']:.0f}s, trials' own training over every call "
+                f"{training:.0f}s (a resumed sweep's platform overhead is not measured)")
+        else:
+            summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(
+                summary["trials"], 1)
+            log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
+                f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         parent_run.summarise_parent(uri, experiment_id, parent, name, params, table, run_statuses, num_stages,
                                     summary)
