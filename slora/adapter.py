@@ -127,20 +127,27 @@ class QKVDirections(nn.Module):
             delta = delta + current * (self.up(t) @ self.down(t))
         return delta
 
-    def factored_deltas(self, scales: dict[str, tuple], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def factored_deltas(self, scales: dict[str, tuple], x: torch.Tensor, frozen: bool = True) -> dict[str, torch.Tensor]:
         """x Delta W^T per target without forming Delta W: x V^T diag(s) U^T, with every target's down factors
-        (frozen and current) in one GEMM, so x is read once."""
+        (frozen unless ``frozen`` is False, and current) in one GEMM, so x is read once."""
         downs, ups, columns = [], [], []
         for t in self.targets:
             column_scale, current = scales[t]
-            pieces = [(self.frozen_down(t), self.frozen_up(t), column_scale)]
+            pieces = [(self.frozen_down(t), self.frozen_up(t), column_scale)] if frozen else []
             if current is not None:
                 pieces.append((self.down(t), self.up(t), current.expand(self.down(t).shape[0])))
             downs += [d for d, _, _ in pieces]
             columns += [c for _, _, c in pieces]
             ups.append(torch.cat([u for _, u, _ in pieces], dim=1))
+        if not downs:
+            return {}
         hidden = (x @ torch.cat(downs).T) * torch.cat(columns)
         return dict(zip(self.targets, (h @ u.T for h, u in zip(hidden.split([u.shape[1] for u in ups], -1), ups))))
+
+    def frozen_scale_gradients(self, output: torch.Tensor, x: torch.Tensor, scales: dict[str, tuple]) -> torch.Tensor:
+        """``output`` unchanged, where the frozen directions are already folded (detached) into the GEMM's weight;
+        in the backward it gives their column scales (so the magnitudes) the gradient the factored form would."""
+        return _FrozenScaleGradient.apply(output, x, self, *(scales[t][0] for t in self.targets))
 
     def total_rank(self) -> int:
         ranks = self.frozen_down(self.targets[0]).shape[0]
@@ -170,6 +177,29 @@ class QKVDirections(nn.Module):
         return total
 
 
+class _FrozenScaleGradient(torch.autograd.Function):
+    """Identity on a qkv output computed with W0 + sum_c s_c U_c V_c folded in; the backward adds what the fold
+    hides from autograd: dL/ds_c = sum over tokens (g U)_c (x V^T)_c, 2 d R per token and target instead of the
+    factored form's forward and backward through the frozen columns (the input gradient flows through the fold)."""
+
+    @staticmethod
+    def forward(ctx, output, x, layer, *column_scales):
+        ctx.layer = layer
+        ctx.save_for_backward(x)
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        layer, dim = ctx.layer, ctx.layer.dim
+        scale_grads = []
+        for t in layer.targets:
+            g = grad[..., SLICES[t] * dim:(SLICES[t] + 1) * dim]
+            product = (g @ layer.frozen_up(t)) * (x @ layer.frozen_down(t).T)
+            scale_grads.append(product.sum(dim=tuple(range(product.dim() - 1))))
+        return grad, None, None, *scale_grads
+
+
 def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, autocast: bool) -> str:
     """"merged" or "factored", whichever costs fewer multiply-adds for one adapted qkv (beyond the frozen GEMM).
 
@@ -177,12 +207,16 @@ def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, 
               weight (3 d^2 per token); under autocast Delta W is its own GEMM on x (d^2 per token and target, thrice
               with its input and weight gradients: slora/model.py).
     factored: x V^T and (.) U^T per target (2 d R per token), three more in the backward (input gradient, and
-              grad U, grad s of the columns).
-    On ViT-B/16 (d 768, 197 tokens an image) the factored form is cheaper up to a total rank of about 0.3 d in
-    fp32 training and always under autocast; evaluation in fp32 folds (pipelines/bench.py lean measures both).
+              grad U, grad s of the columns). In fp32 training the frozen columns are folded (detached) into the
+              GEMM's weight instead (d^2 R per target to form) and only their scales' gradient is computed (2 d R
+              per token and target, slora/model.py); the current direction's few columns are left out of the count.
+    On ViT-B/16 (d 768, 197 tokens an image, batch 64) the factored form is cheaper in training up to a total rank
+    of about 0.8 d in fp32 and 0.6 d under autocast; evaluation in fp32 folds (pipelines/bench.py lean measures both).
     """
     merged = targets * dim * dim * rank * (3 if grad else 1)
     split = targets * tokens * dim * dim * ((3 if grad else 1) if autocast else 0)
     merged += split + (3 * tokens * dim * dim if grad and not autocast else 0)
     factored = targets * tokens * dim * rank * (5 if grad else 2)
+    if grad and not autocast:
+        factored = targets * (dim * dim * rank + 2 * tokens * dim * rank)
     return "factored" if factored < merged else "merged"

@@ -239,35 +239,42 @@ class SLoRAViT(nn.Module):
                                grad=torch.is_grad_enabled(), autocast=torch.is_autocast_enabled(images.device.type))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        autocast = torch.is_autocast_enabled(images.device.type)
         if self.compute_for(images) == "factored":
+            scales = self._scales()
+            if autocast or not torch.is_grad_enabled():
+                return self._with_qkv_hooks(images, {
+                    name: lambda x, out, layer=layer, s=s: _plus(out, layer.factored_deltas(s, x))
+                    for name, (layer, s) in scales.items()})
+            # fp32 training: the frozen directions, which train only through their scales, are folded (detached)
+            # into the GEMM's weight; their scales get their gradient from a backward-only product, and only the
+            # current direction runs factored.
+            with torch.no_grad():
+                folded = {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(
+                    self.vit.blocks[int(name)].attn.qkv.weight, {t: layer.delta(t, s[t][0], None) for t in s})
+                    for name, (layer, s) in scales.items()}
             return self._with_qkv_hooks(images, {
-                name: lambda x, layer=layer, scales=scales: layer.factored_deltas(scales, x)
-                for name, (layer, scales) in self._scales().items()})
-        if not torch.is_autocast_enabled(images.device.type):
+                name: lambda x, out, layer=layer, s=s: _plus(layer.frozen_scale_gradients(out, x, s),
+                                                             layer.factored_deltas(s, x, frozen=False))
+                for name, (layer, s) in scales.items()}, folded)
+        if not autocast:
             features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
             return self.head(features)
         # Under bf16/fp16 autocast, W0 + dW cast to one low-precision weight rounds dW's small entries to W0's
         # spacing (docs/method.md §10, Precision). So W0's GEMM runs as the ViT's own and dW is a second GEMM on
         # the same input, cast on its own scale: q, v += x dW^T.
         return self._with_qkv_hooks(images, {
-            name: lambda x, deltas=deltas: {t: F.linear(x, delta) for t, delta in deltas.items()}
+            name: lambda x, out, deltas=deltas: _plus(out, {t: F.linear(x, delta) for t, delta in deltas.items()})
             for name, (_, deltas) in self._qkv_deltas().items()})
 
-    def _with_qkv_hooks(self, images: torch.Tensor, adds: dict) -> torch.Tensor:
-        """Run the frozen ViT with adds[block](x)[t] added to target t's third of that block's qkv output."""
-        hooks = []
-        for name, add in adds.items():
-            qkv = self.vit.blocks[int(name)].attn.qkv
-            def hook(module, inputs, output, add=add):
-                # One add of a [q | k | v]-shaped delta: adding into slices of the output in place measured slower
-                # (autograd copies the whole output gradient for each sliced in-place add).
-                parts = add(inputs[0])
-                zero = torch.zeros_like(next(iter(parts.values())))
-                return output + torch.cat([parts.get(t, zero) for t in SLICES], dim=-1)
-
-            hooks.append(qkv.register_forward_hook(hook))
+    def _with_qkv_hooks(self, images: torch.Tensor, adds: dict, weights: dict | None = None) -> torch.Tensor:
+        """Run the frozen ViT (with ``weights`` in place of its own) with each adapted block's qkv output replaced
+        by adds[block](x, output)."""
+        hooks = [self.vit.blocks[int(name)].attn.qkv.register_forward_hook(
+            lambda module, inputs, output, add=add: add(inputs[0], output)) for name, add in adds.items()]
         try:
-            return self.head(self.vit(images))
+            features = functional_call(self.vit, weights, (images,), strict=False) if weights else self.vit(images)
+            return self.head(features)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -307,3 +314,12 @@ class SLoRAViT(nn.Module):
         missing = [k for k in missing if not k.startswith("vit.")]
         if missing or unexpected:
             raise ValueError(f"adapter state does not fit this model: missing {missing}, unexpected {unexpected}")
+
+
+def _plus(output: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The qkv output plus each target's part in its third, as one add of a [q | 0 | v] tensor: adding into the
+    slices in place measured slower (autograd copies the whole output gradient for each sliced in-place add)."""
+    if not parts:
+        return output
+    zero = torch.zeros_like(next(iter(parts.values())))
+    return output + torch.cat([parts.get(t, zero) for t in SLICES], dim=-1)

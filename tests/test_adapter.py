@@ -457,8 +457,9 @@ def test_auto_compute_is_factored_while_the_total_rank_is_small_and_merged_beyon
     vit_b = dict(tokens=64 * 197, dim=768, targets=2)
     assert cheaper_compute(rank=10, grad=True, autocast=False, **vit_b) == "factored"
     assert cheaper_compute(rank=200, grad=True, autocast=False, **vit_b) == "factored"
-    assert cheaper_compute(rank=400, grad=True, autocast=False, **vit_b) == "merged"
     assert cheaper_compute(rank=400, grad=True, autocast=True, **vit_b) == "factored"
+    assert cheaper_compute(rank=700, grad=True, autocast=False, **vit_b) == "merged"
+    assert cheaper_compute(rank=700, grad=True, autocast=True, **vit_b) == "merged"
     assert cheaper_compute(rank=10, grad=False, autocast=False, **vit_b) == "merged"  # evaluation folds
     model = make_model("slora")
     model.begin_task(CLASSES_PER_TASK, 4)
