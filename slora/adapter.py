@@ -200,6 +200,13 @@ class _FrozenScaleGradient(torch.autograd.Function):
         return grad, None, None, *scale_grads
 
 
+# One element of the factored form's [q | 0 | v] add (its zero block, concatenation and gradient) costs about this
+# many multiply-adds inside a GEMM (memory-bound work against compute-bound work on a CPU). Calibrated so that the
+# choice follows the measured steps (README, "How the adapter enters the step"): fp32 training of ViT-Tiny (d 192)
+# is faster merged, of ViT-B/16 (d 768) factored.
+ELEMENTWISE_MACS = 128
+
+
 def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, autocast: bool) -> str:
     """"merged" or "factored", whichever costs fewer multiply-adds for one adapted qkv (beyond the frozen GEMM).
 
@@ -210,6 +217,7 @@ def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, 
               grad U, grad s of the columns). In fp32 training the frozen columns are folded (detached) into the
               GEMM's weight instead (d^2 R per target to form) and only their scales' gradient is computed (2 d R
               per token and target, slora/model.py); the current direction's few columns are left out of the count.
+              Outside autocast its elementwise add counts too (``ELEMENTWISE_MACS``).
     On ViT-B/16 (d 768, 197 tokens an image, batch 64) the factored form is cheaper in training up to a total rank
     of about 0.8 d in fp32 and 0.6 d under autocast; evaluation in fp32 folds (pipelines/bench.py lean measures both).
     """
@@ -219,4 +227,6 @@ def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, 
     factored = targets * tokens * dim * rank * (5 if grad else 2)
     if grad and not autocast:
         factored = targets * (dim * dim * rank + 2 * tokens * dim * rank)
+    if not autocast:  # under autocast the merged form pays the same add for its split GEMM
+        factored += ELEMENTWISE_MACS * tokens * 3 * dim * (2 if grad else 1)
     return "factored" if factored < merged else "merged"
