@@ -74,6 +74,9 @@ class OptimConfig:
     epochs: int = 20
     first_task_epochs: int = 0  # 0: same as epochs (the official init_epoch)
     first_task_lr_scale: float = 1.0  # task 0 trains at lr_* x this (the official init_lr / lrate ratio)
+    # multistep: x lr_decay at each milestone (SD-LoRA's code); cosine: the CosineSchedule of the CODA-Prompt and
+    # InfLoRA code (their Adam runs), epoch e of K at lr * cos(99 pi e / (200 (K - 1)))
+    schedule: str = choice("multistep", "cosine")
     milestones: list[int] = seq()
     lr_decay: float = 0.1
     batch_size: int = 128

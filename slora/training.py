@@ -18,12 +18,18 @@ class NonFiniteLossError(RuntimeError):
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, epochs: int, lr_scale: float = 1.0):
     """The optimiser over ``model.param_groups(optim, lr_scale)`` (each group its own learning rate, times
-    ``lr_scale``, which the first task uses for the official init_lr), no weight decay, MultiStepLR per epoch."""
+    ``lr_scale``, which the first task uses for the official init_lr), no weight decay, and its per-epoch schedule:
+    MultiStepLR, or the cosine of the CODA-Prompt and InfLoRA code (utils/schedulers.py ``CosineSchedule`` in both),
+    which ends the stage at cos(99 pi / 200) = 1.6% of the rate."""
     groups = [g for g in model.param_groups(optim, lr_scale) if g["params"]]
     if optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=0.0)
     else:
         optimizer = torch.optim.Adam(groups, weight_decay=0.0)
+    if optim.schedule == "cosine":
+        last = max(epochs - 1, 1)  # one epoch: the rate as given
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: math.cos(99 * math.pi * e / (200 * last)))
+        return optimizer, scheduler
     milestones = [m for m in optim.milestones if m < epochs]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=optim.lr_decay)
     return optimizer, scheduler
