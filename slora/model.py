@@ -241,28 +241,36 @@ class SLoRAViT(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         autocast = torch.is_autocast_enabled(images.device.type)
         if self.compute_for(images) == "factored":
-            scales = self._scales()
             if autocast or not torch.is_grad_enabled():
-                return self._with_qkv_hooks(images, {
-                    name: lambda x, out, layer=layer, s=s: _plus(out, layer.factored_deltas(s, x))
-                    for name, (layer, s) in scales.items()})
-            # fp32 training: the frozen directions, which train only through their scales, are folded (detached)
-            # into the GEMM's weight; their scales get their gradient from a backward-only product, and only the
-            # current direction runs factored.
-            with torch.no_grad():
-                folded = {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(
-                    self.vit.blocks[int(name)].attn.qkv.weight, {t: layer.delta(t, s[t][0], None) for t in s})
-                    for name, (layer, s) in scales.items()}
-            return self._with_qkv_hooks(images, {
-                name: lambda x, out, layer=layer, s=s: _plus(layer.frozen_scale_gradients(out, x, s),
-                                                             layer.factored_deltas(s, x, frozen=False))
-                for name, (layer, s) in scales.items()}, folded)
-        if not autocast:
-            features = functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False)
-            return self.head(features)
-        # Under bf16/fp16 autocast, W0 + dW cast to one low-precision weight rounds dW's small entries to W0's
-        # spacing (docs/method.md §10, Precision). So W0's GEMM runs as the ViT's own and dW is a second GEMM on
-        # the same input, cast on its own scale: q, v += x dW^T.
+                return self._factored(images)
+            return self._factored_current(images)
+        if autocast:
+            return self._split(images)
+        return self.head(functional_call(self.vit, self.adapted_qkv_weights(), (images,), strict=False))
+
+    def _factored(self, images: torch.Tensor) -> torch.Tensor:
+        """W0's GEMM as the frozen ViT's own, plus x V^T diag(s) U^T over every direction."""
+        return self._with_qkv_hooks(images, {
+            name: lambda x, out, layer=layer, s=s: _plus(out, layer.factored_deltas(s, x))
+            for name, (layer, s) in self._scales().items()})
+
+    def _factored_current(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 training: the frozen directions, which train only through their scales, folded (detached) into the
+        GEMM's weight, their scales' gradient from a backward-only product; the current direction factored."""
+        scales = self._scales()
+        with torch.no_grad():
+            folded = {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(
+                self.vit.blocks[int(name)].attn.qkv.weight, {t: layer.delta(t, s[t][0], None) for t in s})
+                for name, (layer, s) in scales.items()}
+        return self._with_qkv_hooks(images, {
+            name: lambda x, out, layer=layer, s=s: _plus(layer.frozen_scale_gradients(out, x, s),
+                                                         layer.factored_deltas(s, x, frozen=False))
+            for name, (layer, s) in scales.items()}, folded)
+
+    def _split(self, images: torch.Tensor) -> torch.Tensor:
+        """Merged under bf16/fp16 autocast: W0 + dW cast to one low-precision weight rounds dW's small entries to
+        W0's spacing (docs/method.md §10, Precision), so W0's GEMM runs as the ViT's own and dW is a second GEMM on
+        the same input, cast on its own scale: q, v += x dW^T."""
         return self._with_qkv_hooks(images, {
             name: lambda x, out, deltas=deltas: _plus(out, {t: F.linear(x, delta) for t, delta in deltas.items()})
             for name, (_, deltas) in self._qkv_deltas().items()})
