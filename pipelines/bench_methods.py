@@ -22,7 +22,7 @@ from slora.learner import Task
 from slora.learners import build_learner
 from slora.training import build_optimizer
 
-METHODS = ("slora", "slora_pp", "seq_lora", "inflora", "coda_prompt", "l2p", "simplecil", "seq_ft")
+METHODS = ("slora", "slora_pp", "seq_lora", "inflora", "coda_prompt", "l2p", "dualprompt", "simplecil", "seq_ft")
 CLASSES = 10
 
 

@@ -32,7 +32,7 @@ from slora.data import load_benchmark
 from slora.runner import run_continual
 from slora.seeds import seed_config
 
-METHODS = "slora,inflora,coda_prompt,l2p,simplecil,seq_ft"
+METHODS = "slora,inflora,coda_prompt,l2p,simplecil,seq_ft,dualprompt"
 NOT_A_SETTING = ("out_dir", "progress", "resume", "save_merged", "device")  # a trial's params that are not its config
 
 

@@ -150,6 +150,16 @@ class L2PConfig:
     pull_coefficient: float = owned(0.1, "l2p")
 
 
+@dataclass
+class DualPromptConfig:
+    """DualPrompt's own keys; official prompt_param 10 20 6 of CODA-Prompt's DualPrompt (E-pool, E-length, G-length)."""
+
+    pool_size: int = owned(10, "dualprompt")  # E-prompts: one per task, so at least the number of tasks
+    length: int = owned(20, "dualprompt")  # E-prompt length: half prefix keys, half prefix values
+    g_length: int = owned(6, "dualprompt")  # G-prompt length
+    pull_coefficient: float = owned(1.0, "dualprompt")  # weight of 1 - cos(query, the task's key)
+
+
 SWEEP_VAL_FRACTION = 0.1
 # What every stage scores, on each split: `val_<score>` (when a validation split exists) and `test_<score>`.
 SCORES = ("accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy")
@@ -177,3 +187,4 @@ class RunConfig:
     inflora: InfLoRAConfig = field(default_factory=InfLoRAConfig)
     coda_prompt: CodaPromptConfig = field(default_factory=CodaPromptConfig)
     l2p: L2PConfig = field(default_factory=L2PConfig)
+    dualprompt: DualPromptConfig = field(default_factory=DualPromptConfig)

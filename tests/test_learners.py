@@ -15,8 +15,8 @@ from tiny import CLASSES_PER_TASK, OPTIM, images, tiny_vit
 
 EVAL = images(6, seed=9)
 METHODS = pytest.mark.parametrize("name", ["slora", "slora_pp", "seq_lora", "simplecil", "seq_ft", "inflora",
-                                           "coda_prompt", "l2p"])
-PROMPTS = ("coda_prompt", "l2p")  # two forward passes: exported in their own format, not as a plain ViT
+                                           "coda_prompt", "l2p", "dualprompt"])
+PROMPTS = ("coda_prompt", "l2p", "dualprompt")  # two forward passes: exported in their own format, not as a plain ViT
 
 
 def task_data(index: int, n: int = 8, seed: int = 3):
@@ -25,6 +25,17 @@ def task_data(index: int, n: int = 8, seed: int = 3):
     y = index * CLASSES_PER_TASK + torch.arange(n) % CLASSES_PER_TASK
     return Task(index=index, num_new_classes=CLASSES_PER_TASK, known=index * CLASSES_PER_TASK,
                 data=lambda: iter([(x[:5], y[:5]), (x[5:], y[5:])]), num_tasks=2), x, y
+
+
+def train_steps(learner, task: Task, x: torch.Tensor, y: torch.Tensor, steps: int = 3) -> None:
+    """A fresh optimiser (as each stage builds one) and a few steps on the task's images."""
+    optimizer, _ = build_optimizer(learner, OPTIM, epochs=1)
+    learner.train()
+    for _ in range(steps):
+        loss = learner.loss(learner(x), y, task.known)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 def run_learner(name: str, tasks: int = 2, steps: int = 2):
@@ -38,13 +49,7 @@ def run_learner(name: str, tasks: int = 2, steps: int = 2):
         task, x, y = task_data(index)
         learner.begin_task(task)
         if learner.trains:
-            optimizer, _ = build_optimizer(learner, OPTIM, epochs=1)
-            learner.train()
-            for _ in range(steps):
-                loss = learner.loss(learner(x), y, task.known)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            train_steps(learner, task, x, y, steps)
         learner.eval()
         with torch.no_grad():
             as_trained = learner(EVAL)
@@ -90,7 +95,7 @@ def test_simplecil_prototypes_are_the_class_means_and_it_trains_nothing():
 
 @pytest.mark.parametrize("name, changes", [("seq_ft", True), ("slora", False), ("slora_pp", False),
                                            ("seq_lora", False), ("simplecil", False), ("inflora", False),
-                                           ("coda_prompt", False), ("l2p", False)])
+                                           ("coda_prompt", False), ("l2p", False), ("dualprompt", False)])
 def test_only_full_fine_tuning_changes_the_backbone(name, changes):
     learner, _, _ = run_learner(name)
     pretrained = tiny_vit().state_dict()
@@ -158,13 +163,7 @@ def test_coda_prompt_freezes_earlier_components_keys_and_attention_in_a_later_ta
             new = {n: getattr(learner, f"{n}_0")[2:].detach().clone() for n in ("p", "k", "a")}
             flat = getattr(learner, "p_0").detach().reshape(4, -1)  # new components start orthogonal to old ones
             assert (flat[2:] @ flat[:2].T).abs().max() < 1e-4
-            optimizer, _ = build_optimizer(learner, OPTIM, epochs=1)
-            learner.train()
-            for _ in range(3):
-                loss = learner.loss(learner(x), y, task.known)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            train_steps(learner, task, x, y)
         learner.end_task(task)
     for n in ("p", "k", "a"):
         assert torch.equal(getattr(learner, f"{n}_0")[:2], old[n]), n  # task 0's components did not move
@@ -183,6 +182,40 @@ def test_l2p_prefixes_are_the_prompts_whose_keys_best_match_the_query():
         assert chosen[0, 0] == 4 and torch.equal(chosen.sort(1).values, cosine.topk(2, 1).indices.sort(1).values)
         prefix_k, _ = learner.prefixes(query)[0]
         assert torch.equal(prefix_k[0, :1], learner.prompts[4, :1])  # its first half leads image 0's prefix keys
+
+
+def test_dualprompt_trains_the_tasks_own_e_prompt_and_evaluates_with_the_best_matching_key():
+    deeper = timm.create_model("vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, embed_dim=24, depth=4,
+                               num_heads=2, num_classes=0)  # G-prompts in blocks 0-1, E-prompts from block 2
+    learner = build_learner(compose_run({"variant": "dualprompt", "dualprompt.length": 2, "dualprompt.g_length": 2}),
+                            deeper)
+    assert learner.e_layers == (2, 3)
+    e_prompts = {n: p for n, p in learner.named_parameters() if n.startswith(("e_", "k_"))}
+    for index in range(2):
+        task, x, y = task_data(index)
+        learner.begin_task(task)
+        before = {n: p.detach().clone() for n, p in learner.named_parameters()}
+        train_steps(learner, task, x, y)
+        for name, param in e_prompts.items():  # only this task's E-prompt and key move; the G-prompts always do
+            assert torch.equal(param[:index], before[name][:index]) and not torch.equal(param[index], before[name][index])
+            assert torch.equal(param[index + 1:], before[name][index + 1:]), name
+        assert not torch.equal(learner.g_0, before["g_0"])
+    learner.eval()
+    query = torch.randn(3, learner.dim)
+    with torch.no_grad():
+        learner.k_3[1] = 5 * query[0]  # task 1's key in block 3 is image 0's query itself
+        learner.k_3[0] = 5 * query[1]
+        learner.k_3[2] = 5 * query[2]  # an unseen task's key is never matched
+        prefix_k, prefix_v = learner.prefixes(query)[3]
+        assert torch.equal(prefix_k[0], learner.e_3[1, :1]) and torch.equal(prefix_v[1], learner.e_3[0, 1:])
+        assert learner.select(query, 3)[0].tolist()[:2] == [1, 0] and int(learner.select(query, 3)[0][2]) < 2
+
+
+def test_dualprompt_refuses_more_tasks_than_e_prompts():
+    learner = build_learner(compose_run({"variant": "dualprompt", "dualprompt.pool_size": 1}), tiny_vit())
+    learner.begin_task(task_data(0)[0])
+    with pytest.raises(ValueError, match="dualprompt.pool_size=1"):
+        learner.begin_task(task_data(1)[0])
 
 
 def test_a_prompt_method_exports_what_it_evaluates_and_loads_back(tmp_path):

@@ -383,7 +383,7 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
     """pipelines/compare.py over every baseline: each method through its own 2-trial sweep (one Ray instance for
     all), then a table of official and tuned settings over 2 seeds, in Parquet, Markdown and MLflow; run again, it
     trains nothing and says the same."""
-    methods = ["simplecil", "seq_ft", "inflora", "coda_prompt", "l2p"]
+    methods = ["simplecil", "seq_ft", "inflora", "coda_prompt", "l2p", "dualprompt"]
     args = [str(ROOT / "pipelines" / "compare.py"), f"methods={','.join(methods)}", "num_samples=2", "seeds=2",
             "num_tasks=2", *SMALL[1:3], "scheduler=none", f"out_dir={tmp_path / 'compare'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

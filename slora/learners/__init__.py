@@ -13,6 +13,7 @@ from ..config import RunConfig
 from ..learner import Learner
 from ..variants import VARIANTS
 from .coda_prompt import CodaPrompt
+from .dualprompt import DualPrompt
 from .inflora import InfLoRA
 from .l2p import L2P
 from .seq_ft import SequentialFineTuning
@@ -26,6 +27,7 @@ LEARNERS: dict[str, Callable[[RunConfig, nn.Module], Learner]] = {
     "inflora": InfLoRA,
     "coda_prompt": CodaPrompt,
     "l2p": L2P,
+    "dualprompt": DualPrompt,
 }
 
 
