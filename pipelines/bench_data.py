@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import time
 
+import timm
+import torch
 
+from pipelines.bench import median_seconds, slora_at_task, train_step
 from slora.configure import compose_run
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
@@ -64,10 +67,6 @@ def bench_data(overrides: dict[str, str], batches: int = 20) -> dict:
 
 
 def bench_data_224(batch_size: int, batches: int = 20) -> dict:
-    import torch
-
-    from pipelines.bench import median_seconds, slora_at_task, train_step
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (4 * batch_size, 3, 224, 224), dtype=torch.uint8, generator=generator)
@@ -86,8 +85,6 @@ def bench_data_224(batch_size: int, batches: int = 20) -> dict:
     start = time.perf_counter()
     seen = load(max(1, batches // 4))
     loader = seen / (time.perf_counter() - start)
-    import timm
-
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).to(device).requires_grad_(False)
     x, y = next(train_batches(images, labels, batch_size, seed=0, augment="crop_flip", device=device))
     step = median_seconds({"step": train_step(slora_at_task(vit, 1), x, y, autocast=True)}, reps=3, warmup=1,
