@@ -224,9 +224,10 @@ def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, 
     merged = targets * dim * dim * rank * (3 if grad else 1)
     split = targets * tokens * dim * dim * ((3 if grad else 1) if autocast else 0)
     merged += split + (3 * tokens * dim * dim if grad and not autocast else 0)
-    factored = targets * tokens * dim * rank * (5 if grad else 2)
     if grad and not autocast:
         factored = targets * (dim * dim * rank + 2 * tokens * dim * rank)
+    else:
+        factored = targets * tokens * dim * rank * (5 if grad else 2)
     if not autocast:  # under autocast the merged form pays the same add for its split GEMM
         factored += ELEMENTWISE_MACS * tokens * 3 * dim * (2 if grad else 1)
     return "factored" if factored < merged else "merged"

@@ -79,7 +79,8 @@ class DualPrompt(PromptLearner):
         return out
 
     def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        prompts = [p for name, p in self.named_parameters() if name.split("_")[0] in ("g", "e", "k")]
+        prompts = [getattr(self, f"g_{layer}") for layer in self.g_layers] + [
+            getattr(self, f"{kind}_{layer}") for layer in self.e_layers for kind in ("e", "k")]
         return [{"params": prompts, "lr": optim.lr_direction * lr_scale, "name": "prompts"},
                 {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
 
