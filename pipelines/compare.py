@@ -7,7 +7,9 @@ and reported on test, mean ± std.
 out_dir=runs/compare [sweep keys: scheduler=, seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
 
 It resumes where it stopped: a method whose sweep finished (its summary.json says complete) is not swept again, an
-interrupted sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is reused.
+interrupted sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is
+reused. A sweep on disk that searched another space or base (its sweep.json records both) is refused before anything
+runs, so an edited search space never reports a stale selection.
 The table goes to stdout, compare.parquet, compare.md and to an MLflow run (kind "comparison") in the sweeps'
 experiment. Seed runs keep the sweeps' validation split, so the tuned rows are trained on what the sweep trained on.
 """
@@ -24,8 +26,9 @@ import pyarrow.parquet as pq
 
 from pipelines.study import finished_results, markdown_cells
 from pipelines.sweeper import tracking
-from pipelines.sweeper.options import SweepConfig, parse_sweep_args
-from pipelines.sweeper.tuner import run_sweep
+from pipelines.sweeper.options import SweepConfig, absolute_paths, parse_sweep_args
+from pipelines.sweeper.tuner import changed_inputs, run_sweep, sweep_inputs
+from search_spaces import load_space
 from slora.config import SWEEP_VAL_FRACTION, RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
 from slora.data import load_benchmark
@@ -45,8 +48,8 @@ def main(argv: list[str]) -> int:
         sweep_names = {f.name for f in fields(SweepConfig)}
         sweep_keys = {k: options.pop(k) for k in list(options) if k in sweep_names or k.startswith("space.")}
         run_keys = {"data.val_fraction": str(SWEEP_VAL_FRACTION), **options, "progress": "false", "save_merged": "none"}
-        for method in methods:  # every setting checked before any sweep starts
-            parse_sweep_args([f"variant={method}", *(f"{k}={v}" for k, v in {**sweep_keys, **options}.items())])
+        for method in methods:  # every setting, and every sweep already on disk, checked before any sweep starts
+            check_reusable(method, num_samples, out_dir / "sweeps", sweep_keys, options)
             compose_run({**run_keys, "variant": method})
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -99,15 +102,13 @@ class SweepIncomplete(RuntimeError):
 
 def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> dict:
     """The method's sweep (resumed if interrupted, skipped if finished) -> its best finished trial, chosen on val."""
-    name = f"compare-{method}"
-    out = sweeps_dir / name
+    out = sweeps_dir / f"compare-{method}"
     summary_file = out / "summary.json"
     if not (summary_file.is_file() and json.loads(summary_file.read_text()).get("complete")):
         resume = ["resume=true"] if (out / "sweep.json").is_file() else []
-        args = [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={out}", *resume,
-                *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]
         # one local Ray instance for all the methods' sweeps: its start-up is paid once
-        run_sweep(*parse_sweep_args(args), shared_ray=True)
+        run_sweep(*parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys, run_keys) + resume),
+                  shared_ray=True)
     summary = json.loads(summary_file.read_text())
     if not summary.get("complete"):  # stopped part-way (Ctrl-C, a lost head): its best is not yet the best
         raise SweepIncomplete(f"the {method} sweep stopped before its end ({summary['trials']} of {num_samples} "
@@ -115,6 +116,26 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
     if "best" not in summary:
         raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")
     return summary["best"]
+
+
+def sweep_args(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> list[str]:
+    name = f"compare-{method}"
+    return [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={sweeps_dir / name}",
+            *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]
+
+
+def check_reusable(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> None:
+    """The method's sweep settings are valid, and a sweep of it already in sweeps_dir (finished or not) searched the
+    same space over the same base: else reusing it would report a stale selection (ConfigError)."""
+    sweep, run_overrides, space_overrides = parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys,
+                                                                        run_keys))
+    state_file = sweeps_dir / f"compare-{method}" / "sweep.json"
+    if not state_file.is_file():
+        return
+    current = sweep_inputs(load_space(sweep.variant, space_overrides), absolute_paths(run_overrides))
+    if changed := changed_inputs(json.loads(state_file.read_text()), current):
+        raise ConfigError(f"the {method} sweep in {state_file.parent} ran with other {changed}: move it away to "
+                          "sweep again, or use another out_dir")
 
 
 def comparison_table(rows: list[dict]) -> str:

@@ -107,5 +107,10 @@ class DefineByRun:
                                                     log=p.kind == "loguniform")
 
 
+def as_dict(params: list[Param]) -> dict[str, dict]:
+    """The space as its YAML file spells it (overrides applied), e.g. for recording what a sweep searched."""
+    return {p.key: {p.kind: p.args, **({"when": p.when} if p.when else {})} for p in params}
+
+
 def constants(params: list[Param]) -> dict[str, Any]:
     return {p.key: p.args for p in params if p.kind == "value"}

@@ -14,7 +14,7 @@ import pytest
 from pipelines.sweeper.results import best_per_variant, pareto_front
 from pipelines.sweeper.options import SweepConfig, parse_sweep_args
 from pipelines.sweeper.preflight import prepare
-from pipelines.sweeper.tuner import concurrent_trials
+from pipelines.sweeper.tuner import changed_inputs, concurrent_trials, sweep_inputs
 from search_spaces import available_spaces, load_space
 from slora.config import RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields
@@ -405,3 +405,16 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
     again = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "sweep compare-" not in again.stdout  # no sweep ran again
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+    edited = subprocess.run([sys.executable, *args, "space.optim.epochs=[1,2]"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # refused before any Ray work
+    assert edited.returncode == 2 and "sweep compare-" not in edited.stdout, edited.stdout[-2000:]
+    assert "the simplecil sweep" in edited.stderr and "search space entries (optim.epochs)" in edited.stderr
+
+
+def test_a_sweep_reused_or_resumed_must_have_searched_the_same_space_over_the_same_base():
+    space = load_space("l2p")
+    recorded = sweep_inputs(space, {"variant": "l2p", "epochs": "2"})
+    assert changed_inputs(recorded, sweep_inputs(space, {"variant": "l2p", "epochs": "2"})) == ""
+    assert changed_inputs({"name": "old"}, recorded) == ""  # recorded before spaces were: taken as it is
+    edited = sweep_inputs(load_space("l2p", {"l2p.top_k": "[5]"}), {"variant": "l2p", "epochs": "3"})
+    assert changed_inputs(recorded, edited) == "search space entries (l2p.top_k) and run settings (epochs)"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from search_spaces import as_dict
+
 from . import tracking
 from .results import best_per_variant, pareto_front
 
@@ -26,8 +28,7 @@ def start_description(name: str, variant: str, benchmark: str, num_samples: int,
 
 
 def space_yaml(params) -> str:
-    return yaml.safe_dump({p.key: {p.kind: p.args, **({"when": p.when} if p.when else {})} for p in params},
-                          sort_keys=False)
+    return yaml.safe_dump(as_dict(params), sort_keys=False)
 
 
 def summarise_parent(uri: str, experiment_id: str, parent: str, name: str, params, table: list[dict],

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from search_spaces import DefineByRun, constants
+from search_spaces import DefineByRun, as_dict, constants
 from slora.configure import ConfigError, flat_config
 
 from . import parent as parent_run
@@ -55,6 +55,10 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
     state_file = out_dir / "sweep.json"
     previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
+    searched_over = sweep_inputs(params, run_overrides)
+    if previous and (changed := changed_inputs(previous, searched_over)):
+        raise ConfigError(f"sweep {name} in {out_dir} ran with other {changed}; resume it with the same command, or "
+                          "start a new sweep (another name= and out_dir=)")
     searched = [p.key for p in params if p.kind != "value"]
     # the base config as trials ran it: the space's constants in, the searched keys (no trial used their base) out
     base_params = {k: v for k, v in {**flat_config(base), **constants(params)}.items() if k not in searched}
@@ -63,7 +67,9 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
                                    previous.get("parent_run_id", ""),
                                    parent_run.start_description(name, sweep.variant, base.data.benchmark,
                                                                 sweep.num_samples, num_stages, searched))
-    state_file.write_text(json.dumps({"name": name, "storage_path": storage, "parent_run_id": parent}))
+    # what it searches, over which base, so a resume (or compare.py reusing a finished sweep) can tell it is stale
+    state_file.write_text(json.dumps({"name": name, "storage_path": storage, "parent_run_id": parent,
+                                      **searched_over}, default=str))
     log(f"sweep {name}: {sweep.num_samples} trials x {num_stages} stages, space {sweep.variant}; "
         f"MLflow {uri} (experiment {sweep.experiment}, parent run {parent})")
 
@@ -124,6 +130,26 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def sweep_inputs(params, run_overrides: dict) -> dict:
+    """The space and the base overrides of a sweep, as its sweep.json records them (JSON-normalised)."""
+    return json.loads(json.dumps({"space": as_dict(params), "run_overrides": run_overrides}, default=str))
+
+
+def changed_inputs(recorded: dict, current: dict) -> str:
+    """'' when a recorded sweep searched what `current` would, else what differs. A sweep.json written before these
+    were recorded has neither, and is taken as it is."""
+    changed = []
+    if "space" in recorded and recorded["space"] != current["space"]:
+        keys = sorted(k for k in {*recorded["space"], *current["space"]}
+                      if recorded["space"].get(k) != current["space"].get(k))
+        changed.append(f"search space entries ({', '.join(keys)})")
+    if "run_overrides" in recorded and recorded["run_overrides"] != current["run_overrides"]:
+        old, new = recorded["run_overrides"], current["run_overrides"]
+        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        changed.append(f"run settings ({', '.join(keys)})")
+    return " and ".join(changed)
 
 
 def _tune_config(sweep, params, base, num_stages, concurrent, log):
