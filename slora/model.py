@@ -205,9 +205,12 @@ class SLoRAViT(nn.Module):
     # -- forward and merge ----------------------------------------------------------------------------------------
     def adapted_qkv_weights(self) -> dict[str, torch.Tensor]:
         """Every adapted qkv weight, W0 + frozen directions + current direction, keyed by its ViT parameter name."""
-        return {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(self.vit.blocks[int(name)].attn.qkv.weight,
-                                                                      deltas)
-                for name, (layer, deltas) in self._qkv_deltas().items()}
+        return self._merged_qkv(self._qkv_deltas())
+
+    def _merged_qkv(self, deltas: dict[str, tuple[QKVDirections, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """W0 + each block's deltas per target, keyed by the qkv weight's ViT parameter name (for functional_call)."""
+        return {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(self.vit.blocks[int(name)].attn.qkv.weight, d)
+                for name, (layer, d) in deltas.items()}
 
     def _qkv_deltas(self) -> dict[str, tuple[QKVDirections, dict[str, torch.Tensor]]]:
         """Each adapted block's directions and its delta W per target (q, v), in fp32."""
@@ -259,9 +262,8 @@ class SLoRAViT(nn.Module):
         GEMM's weight, their scales' gradient from a backward-only product; the current direction factored."""
         scales = self._scales()
         with torch.no_grad():
-            folded = {f"blocks.{name}.attn.qkv.weight": layer.merged_weight(
-                self.vit.blocks[int(name)].attn.qkv.weight, {t: layer.delta(t, s[t][0], None) for t in s})
-                for name, (layer, s) in scales.items()}
+            folded = self._merged_qkv({name: (layer, {t: layer.delta(t, s[t][0], None) for t in s})
+                                       for name, (layer, s) in scales.items()})
         return self._with_qkv_hooks(images, {
             name: lambda x, out, layer=layer, s=s: _plus(layer.frozen_scale_gradients(out, x, s),
                                                          layer.factored_deltas(s, x, frozen=False))
