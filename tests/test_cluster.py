@@ -36,7 +36,8 @@ BUCKET = "slora-cluster-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 SMALL = ["variant=slora", "max_train_per_class=20", "max_test_per_class=10", "scheduler=none"]
 # Every searched parameter fixed: all trials of a sweep are the same run, so a disturbed one can be compared.
-FIXED = ["space.adapter.rank=4", "space.optim.lr_magnitude=0.01", "space.optim.lr_direction=0.003",
+FIXED = ["space.adapter.rank=4", "space.optim.optimizer=sgd", "space.optim.lr_head=0.01",
+         "space.optim.lr_magnitude=0.01", "space.optim.lr_direction=0.003",
          "space.adapter.magnitude_init=0.8", "space.adapter.normaliser=factor_norms",
          "space.adapter.carry_magnitudes=false"]
 FINAL_METRICS = ("test_accuracy", "test_forgetting", "test_average_incremental_accuracy")
