@@ -65,6 +65,17 @@ def test_cli_prints_one_line_error_and_exit_code_2(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_resuming_a_sweep_with_an_edited_space_is_refused_before_mlflow_or_ray(tmp_path):
+    out = tmp_path / "runs" / "s"
+    out.mkdir(parents=True)
+    args = ["variant=l2p", "name=s", f"out_dir={out}", "num_tasks=2"]
+    sweep, run_overrides, space_overrides = parse_sweep_args(args)
+    (out / "sweep.json").write_text(json.dumps({"name": "s", **sweep_inputs(load_space("l2p"), run_overrides)}))
+    done = run_sweep_cli([*args, "resume=true", "space.l2p.top_k=[5]"], tmp_path, timeout=120)
+    assert done.returncode == 2 and "search space entries (l2p.top_k)" in done.stderr, done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_unreachable_tracking_server_is_reported_up_front(tmp_path):
     done = run_sweep_cli(["variant=slora", "tracking_uri=http://127.0.0.1:9"], tmp_path, timeout=120)
     assert done.returncode == 2

@@ -46,6 +46,12 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     if sweep.resume and not sweep.name:
         name = _latest_sweep(storage)
     out_dir = Path(sweep.out_dir or cwd / "runs" / name).resolve()
+    state_file = out_dir / "sweep.json"
+    previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
+    searched_over = sweep_inputs(params, run_overrides)
+    if previous and (changed := changed_inputs(previous, searched_over)):
+        raise ConfigError(f"sweep {name} in {out_dir} ran with other {changed}; resume it with the same command, or "
+                          "start a new sweep (another name= and out_dir=)")
     uri = sweep.tracking_uri or tracking.default_tracking_uri(cwd)
     tracking.check_reachable(uri)
     if not (sweep.address or os.environ.get("RAY_ADDRESS")):
@@ -53,12 +59,6 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact_root = (cwd / "mlartifacts") if uri.startswith("sqlite") else None
     experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
-    state_file = out_dir / "sweep.json"
-    previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
-    searched_over = sweep_inputs(params, run_overrides)
-    if previous and (changed := changed_inputs(previous, searched_over)):
-        raise ConfigError(f"sweep {name} in {out_dir} ran with other {changed}; resume it with the same command, or "
-                          "start a new sweep (another name= and out_dir=)")
     searched = [p.key for p in params if p.kind != "value"]
     # the base config as trials ran it: the space's constants in, the searched keys (no trial used their base) out
     base_params = {k: v for k, v in {**flat_config(base), **constants(params)}.items() if k not in searched}
