@@ -1,6 +1,6 @@
 """The tuned comparison no paper reports: every method gets the same number of trials over its own search space
-(one sweep each, not ``variant=all``, whose sampling splits trials unevenly), its best configuration is selected on
-the validation split, and that configuration and the method's official settings are each run on the same seeds
+(one sweep each, not ``variant=all``, whose sampling splits trials unevenly), the first of them its official
+settings (preset_first), its best configuration is selected on the validation split, and that configuration and the method's official settings are each run on the same seeds
 and reported on test, mean ± std.
 
 ``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft num_samples=8 seeds=3
@@ -49,8 +49,11 @@ def main(argv: list[str]) -> int:
         sweep_keys = {k: options.pop(k) for k in list(options) if k in sweep_names or k.startswith("space.")}
         run_keys = {"data.val_fraction": str(SWEEP_VAL_FRACTION), **options, "progress": "false", "save_merged": "none"}
         for method in methods:  # every setting, and every sweep already on disk, checked before any sweep starts
-            check_reusable(method, num_samples, out_dir / "sweeps", sweep_keys, options)
-            compose_run({**run_keys, "variant": method})
+            try:
+                check_reusable(method, num_samples, out_dir / "sweeps", sweep_keys, options)
+                compose_run({**run_keys, "variant": method})
+            except (ConfigError, ValueError) as err:
+                raise ConfigError(f"{method}: {err}") from err
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -121,21 +124,22 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
 def sweep_args(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> list[str]:
     name = f"compare-{method}"
     return [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={sweeps_dir / name}",
-            *(f"{k}={v}" for k, v in {**sweep_keys, **run_keys}.items())]
+            *(f"{k}={v}" for k, v in {"preset_first": "true", **sweep_keys, **run_keys}.items())]
 
 
 def check_reusable(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> None:
-    """The method's sweep settings are valid, and a sweep of it already in sweeps_dir (finished or not) searched the
-    same space over the same base: else reusing it would report a stale selection (ConfigError)."""
+    """The method's sweep settings are valid (its official settings, the first trial, lie in its space), and a sweep
+    of it already in sweeps_dir (finished or not) searched the same space over the same base: else reusing it would
+    report a stale selection (ConfigError)."""
     sweep, run_overrides, space_overrides = parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys,
                                                                         run_keys))
+    run_overrides = absolute_paths(run_overrides)
+    current = sweep_inputs(sweep, load_space(sweep.variant, space_overrides), compose_run(run_overrides),
+                           run_overrides)  # also checks that the official settings lie in the space
     state_file = sweeps_dir / f"compare-{method}" / "sweep.json"
-    if not state_file.is_file():
-        return
-    current = sweep_inputs(load_space(sweep.variant, space_overrides), absolute_paths(run_overrides))
-    if changed := changed_inputs(json.loads(state_file.read_text()), current):
-        raise ConfigError(f"the {method} sweep in {state_file.parent} ran with other {changed}: move it away to "
-                          "sweep again, or use another out_dir")
+    if state_file.is_file() and (changed := changed_inputs(json.loads(state_file.read_text()), current)):
+        raise ConfigError(f"its sweep in {state_file.parent} ran with other {changed}: move it away to sweep again, "
+                          "or use another out_dir")
 
 
 def comparison_table(rows: list[dict]) -> str:

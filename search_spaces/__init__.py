@@ -112,5 +112,26 @@ def as_dict(params: list[Param]) -> dict[str, dict]:
     return {p.key: {p.kind: p.args, **({"when": p.when} if p.when else {})} for p in params}
 
 
+def point_of(params: list[Param], config: dict[str, Any]) -> dict[str, Any]:
+    """The values a flat config takes on the space's sampled keys (those whose condition it meets), spelled as the
+    space spells them; ConfigError names a value the space cannot sample."""
+    point: dict[str, Any] = {}
+    for p in params:
+        if p.kind == "value" or not p.applies_to(config):
+            continue
+        value = config[p.key]
+        if p.kind == "choice":
+            match = [c for c in p.args if str(c) == str(value)]
+            if not match:
+                raise ConfigError(f"preset_first: the base's {p.key}={value} is not among the space's choices "
+                                  f"{list(p.args)}")
+            point[p.key] = match[0]
+        elif not p.args[0] <= value <= p.args[1]:
+            raise ConfigError(f"preset_first: the base's {p.key}={value} is outside the space's range {list(p.args)}")
+        else:
+            point[p.key] = int(value) if p.kind == "int" else float(value)
+    return point
+
+
 def constants(params: list[Param]) -> dict[str, Any]:
     return {p.key: p.args for p in params if p.kind == "value"}

@@ -69,8 +69,7 @@ def test_resuming_a_sweep_with_an_edited_space_is_refused_before_mlflow_or_ray(t
     out = tmp_path / "runs" / "s"
     out.mkdir(parents=True)
     args = ["variant=l2p", "name=s", f"out_dir={out}", "num_tasks=2"]
-    sweep, run_overrides, space_overrides = parse_sweep_args(args)
-    (out / "sweep.json").write_text(json.dumps({"name": "s", **sweep_inputs(load_space("l2p"), run_overrides)}))
+    (out / "sweep.json").write_text(json.dumps({"name": "s", **inputs(args)}))
     done = run_sweep_cli([*args, "resume=true", "space.l2p.top_k=[5]"], tmp_path, timeout=120)
     assert done.returncode == 2 and "search space entries (l2p.top_k)" in done.stderr, done.stderr
     assert not (tmp_path / "mlflow.db").exists()
@@ -405,6 +404,12 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
         assert set(sweep["variant"]) == {method} and sweep["trial"].nunique() == 2
         assert set(sweep["stage"]) == {1, 2} and (sweep["status"] == "finished").all()
         assert sweep["val_accuracy"].notna().all() and sweep["test_accuracy"].notna().all()
+        # the official settings are the first trial (preset_first): tuned is chosen among them and the sampled ones
+        state = json.loads((tmp_path / "compare" / "sweeps" / f"compare-{method}" / "sweep.json").read_text())
+        for point in state["first_trials"]:
+            assert any(all(str(row[k]) == str(v) for k, v in point.items()) for _, row in sweep.iterrows()), method
+    assert sum(bool(json.loads((tmp_path / "compare" / "sweeps" / f"compare-{m}" / "sweep.json").read_text())
+                    ["first_trials"]) for m in methods) == len(methods) - 1  # SimpleCIL samples nothing
     table = pq.read_table(tmp_path / "compare" / "compare.parquet").to_pandas()
     assert sorted(table["settings"].unique()) == ["official", "tuned"] and len(table) == 4 * len(methods)
     assert table["test_accuracy"].between(0, 1).all() and table["val_accuracy"].notna().all()
@@ -416,16 +421,33 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
     again = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "sweep compare-" not in again.stdout  # no sweep ran again
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
-    edited = subprocess.run([sys.executable, *args, "space.optim.epochs=[1,2]"], cwd=tmp_path, env=env,
+    edited = subprocess.run([sys.executable, *args, "space.optim.epochs=[4,8]"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)  # refused before any Ray work
     assert edited.returncode == 2 and "sweep compare-" not in edited.stdout, edited.stdout[-2000:]
-    assert "the simplecil sweep" in edited.stderr and "search space entries (optim.epochs)" in edited.stderr
+    assert "simplecil: its sweep" in edited.stderr and "search space entries (optim.epochs)" in edited.stderr
+
+
+def inputs(args: list[str]) -> dict:
+    sweep, run_overrides, space_overrides = parse_sweep_args(args)
+    return sweep_inputs(sweep, load_space(sweep.variant, space_overrides), compose_run(run_overrides), run_overrides)
 
 
 def test_a_sweep_reused_or_resumed_must_have_searched_the_same_space_over_the_same_base():
-    space = load_space("l2p")
-    recorded = sweep_inputs(space, {"variant": "l2p", "epochs": "2"})
-    assert changed_inputs(recorded, sweep_inputs(space, {"variant": "l2p", "epochs": "2"})) == ""
+    recorded = inputs(["variant=l2p", "epochs=2"])
+    assert changed_inputs(recorded, inputs(["variant=l2p", "epochs=2"])) == ""
     assert changed_inputs({"name": "old"}, recorded) == ""  # recorded before spaces were: taken as it is
-    edited = sweep_inputs(load_space("l2p", {"l2p.top_k": "[5]"}), {"variant": "l2p", "epochs": "3"})
+    edited = inputs(["variant=l2p", "epochs=3", "space.l2p.top_k=[5]"])
     assert changed_inputs(recorded, edited) == "search space entries (l2p.top_k) and run settings (epochs)"
+    assert "first trials" in changed_inputs(recorded, inputs(["variant=l2p", "epochs=2", "space.optim.epochs=[2]",
+                                                            "preset_first=true"]))
+
+
+def test_preset_first_gives_the_methods_official_values_as_the_first_trial_and_refuses_one_outside_the_space():
+    first = inputs(["variant=inflora", "preset_first=true"])["first_trials"]
+    assert first == [{"optim.optimizer": "adam", "adapter.rank": 10, "optim.lr_direction": 5e-4,
+                      "optim.lr_head": 5e-4, "inflora.threshold_begin": 0.95, "optim.epochs": 8}]
+    assert inputs(["variant=simplecil", "preset_first=true"])["first_trials"] == []  # nothing to sample
+    with pytest.raises(ConfigError, match=r"preset_first: the base's optim.lr_direction=0.5 is outside the space's range \[0.0001, 0.03\]"):
+        inputs(["variant=inflora", "preset_first=true", "lr_direction=0.5"])
+    with pytest.raises(ConfigError, match=r"preset_first: the base's adapter.rank=6 is not among the space's choices \[4, 8, 10, 16\]"):
+        inputs(["variant=inflora", "preset_first=true", "rank=6"])

@@ -43,6 +43,10 @@ class SweepConfig:
     # stage together, and reports their mean (and std): K times the training of a trial, one start-up.
     seeds_per_trial: int = 1
     seed: int = 0  # TPE's seed
+    # The first trial runs the base config's own values of the searched keys (the variant's preset: a method's
+    # official settings), the rest are sampled: a selection on val then never loses to the preset unless it lost
+    # there (or ASHA stopped it). Every value must lie in the space.
+    preset_first: bool = False
     name: str = ""  # '' : sweep-<variant>-<benchmark>-<time>
     storage_path: str = ""  # '' : <cwd>/runs/ray; any pyarrow URI (s3://...) for a cluster
     tracking_uri: str = ""  # '' : sqlite file <cwd>/mlflow.db

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from search_spaces import DefineByRun, as_dict, constants
+from search_spaces import DefineByRun, as_dict, constants, point_of
 from slora.configure import ConfigError, flat_config
 
 from . import parent as parent_run
@@ -48,7 +48,8 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     out_dir = Path(sweep.out_dir or cwd / "runs" / name).resolve()
     state_file = out_dir / "sweep.json"
     previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
-    searched_over = sweep_inputs(params, run_overrides)
+    searched_over = sweep_inputs(sweep, params, base, run_overrides)
+    first = searched_over["first_trials"]
     if previous and (changed := changed_inputs(previous, searched_over)):
         raise ConfigError(f"sweep {name} in {out_dir} ran with other {changed}; resume it with the same command, or "
                           "start a new sweep (another name= and out_dir=)")
@@ -100,7 +101,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
         else:
             tuner = tune.Tuner(
                 trainable,
-                tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log),
+                tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log, first),
                 run_config=tune.RunConfig(name=name, storage_path=storage,
                                           # a trial driver lost with its node restarts; its trainer resumes
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
@@ -132,9 +133,13 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
             ray.shutdown()
 
 
-def sweep_inputs(params, run_overrides: dict) -> dict:
-    """The space and the base overrides of a sweep, as its sweep.json records them (JSON-normalised)."""
-    return json.loads(json.dumps({"space": as_dict(params), "run_overrides": run_overrides}, default=str))
+def sweep_inputs(sweep: SweepConfig, params, base, run_overrides: dict) -> dict:
+    """What a sweep searches: the space, the base overrides and the trials it runs before sampling (the preset's
+    values under preset_first), as its sweep.json records them (JSON-normalised)."""
+    point = point_of(params, flat_config(base)) if sweep.preset_first else {}
+    first = [point] if point else []  # a space with nothing to sample (SimpleCIL's) has no first trial to give
+    return json.loads(json.dumps({"space": as_dict(params), "run_overrides": run_overrides, "first_trials": first},
+                                 default=str))
 
 
 def changed_inputs(recorded: dict, current: dict) -> str:
@@ -149,10 +154,12 @@ def changed_inputs(recorded: dict, current: dict) -> str:
         old, new = recorded["run_overrides"], current["run_overrides"]
         keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
         changed.append(f"run settings ({', '.join(keys)})")
+    if "first_trials" in recorded and recorded["first_trials"] != current["first_trials"]:
+        changed.append(f"first trials ({recorded['first_trials']} against {current['first_trials']})")
     return " and ".join(changed)
 
 
-def _tune_config(sweep, params, base, num_stages, concurrent, log):
+def _tune_config(sweep, params, base, num_stages, concurrent, log, first: list[dict]):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -175,9 +182,8 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log):
             grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
             stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
         )
-    searcher = StageAwareOptunaSearch(
-        space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.seed, max_t=num_stages
-    )
+    searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.seed,
+                                      max_t=num_stages, points_to_evaluate=[dict(p) for p in first] or None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
                            max_concurrent_trials=concurrent)
 
