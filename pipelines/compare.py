@@ -81,13 +81,19 @@ def compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys,
     seed)."""
     rows = []
     for method in methods:
-        best = tuned_sweep(method, num_samples, out_dir / "sweeps", sweep_keys, options)
+        best, preset = tuned_sweep(method, num_samples, out_dir / "sweeps", sweep_keys, options)
         tuned = {k: v for k, v in best.items() if k in leaf_fields(RunConfig) and k not in NOT_A_SETTING}
-        settings = {"official": compose_run({**run_keys, "variant": method}),
+        official = compose_run({**run_keys, "variant": method})
+        settings = {"official": official,
                     "tuned": compose_run({**tuned, **{k: run_keys[k] for k in ("progress", "save_merged")}})}
+        if preset and all(str(best.get(k)) == str(v) for k, v in preset.items()):
+            print(f"{method}: its official settings (the sweep's first trial) won on validation; tuned = official",
+                  flush=True)
+            settings["tuned"] = official  # the same runs: the official seeds' results stand for both rows
         for label, base in settings.items():
             for s in range(seeds):
-                cfg = replace(seed_config(base, s, order_seed), out_dir=str(out_dir / "runs" / f"{method}-{label}-{s}"))
+                name = f"{method}-{'official' if base is official else label}-{s}"
+                cfg = replace(seed_config(base, s, order_seed), out_dir=str(out_dir / "runs" / name))
                 results = finished_results(cfg) or run_continual(cfg, log=lambda *_: None)
                 rows.append({"method": method, "settings": label, "seed": s,
                              **{k: results[f"final_{k}"] for k in ("val_accuracy", "test_accuracy",
@@ -103,8 +109,10 @@ class SweepIncomplete(RuntimeError):
     pass
 
 
-def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> dict:
-    """The method's sweep (resumed if interrupted, skipped if finished) -> its best finished trial, chosen on val."""
+def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict,
+                run_keys: dict) -> tuple[dict, dict]:
+    """The method's sweep (resumed if interrupted, skipped if finished) -> (its best finished trial, chosen on val;
+    the official settings' values it started from, {} if none)."""
     out = sweeps_dir / f"compare-{method}"
     summary_file = out / "summary.json"
     if not (summary_file.is_file() and json.loads(summary_file.read_text()).get("complete")):
@@ -118,7 +126,8 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
                               "trials ran to their end or were stopped by ASHA); run the same command again to go on")
     if "best" not in summary:
         raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")
-    return summary["best"]
+    first = json.loads((out / "sweep.json").read_text()).get("first_trials") or [{}]
+    return summary["best"], first[0]
 
 
 def sweep_args(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> list[str]:

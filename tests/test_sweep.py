@@ -412,6 +412,15 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
                     ["first_trials"]) for m in methods) == len(methods) - 1  # SimpleCIL samples nothing
     table = pq.read_table(tmp_path / "compare" / "compare.parquet").to_pandas()
     assert sorted(table["settings"].unique()) == ["official", "tuned"] and len(table) == 4 * len(methods)
+    for method in methods:  # where the official settings won the sweep, their seed runs stand for the tuned row too
+        best = json.loads((tmp_path / "compare" / "sweeps" / f"compare-{method}" / "summary.json").read_text())["best"]
+        point = (json.loads((tmp_path / "compare" / "sweeps" / f"compare-{method}" / "sweep.json").read_text())
+                 ["first_trials"] or [None])[0]
+        won = point is not None and all(str(best[k]) == str(v) for k, v in point.items())
+        rows = {s: table[(table["method"] == method) & (table["settings"] == s)] for s in ("official", "tuned")}
+        assert (tmp_path / "compare" / "runs" / f"{method}-tuned-0").exists() != won, method
+        if won:
+            assert list(rows["tuned"]["test_accuracy"]) == list(rows["official"]["test_accuracy"])
     assert table["test_accuracy"].between(0, 1).all() and table["val_accuracy"].notna().all()
     assert all(f"| {method} | tuned |" in (tmp_path / "compare" / "compare.md").read_text() for method in methods)
     client, _, _ = mlflow_runs(tmp_path)
