@@ -1,9 +1,9 @@
 """The tuned comparison no paper reports: every method gets the same number of trials over its own search space
 (one sweep each, not ``variant=all``, whose sampling splits trials unevenly), the first of them its official
-settings (preset_first), its best configuration is selected on the validation split, and that configuration and the method's official settings are each run on the same seeds
-and reported on test, mean ± std.
+settings (preset_first); its best configuration is selected on the validation split, and that configuration and
+the method's official settings are each run on the same seeds and reported on test, mean ± std.
 
-``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft num_samples=8 seeds=3
+``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft,dualprompt num_samples=8 seeds=3
 out_dir=runs/compare [sweep keys: scheduler=, seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
 
 It resumes where it stopped: a method whose sweep finished (its summary.json says complete) is not swept again, an

@@ -44,8 +44,8 @@ class SweepConfig:
     seeds_per_trial: int = 1
     seed: int = 0  # TPE's seed
     # The first trial runs the base config's own values of the searched keys (the variant's preset: a method's
-    # official settings), the rest are sampled: a selection on val then never loses to the preset unless it lost
-    # there (or ASHA stopped it). Every value must lie in the space.
+    # official settings), the rest are sampled, so the pick on val never scores below the preset unless ASHA
+    # stopped the preset early. Every preset value must lie in the space.
     preset_first: bool = False
     name: str = ""  # '' : sweep-<variant>-<benchmark>-<time>
     storage_path: str = ""  # '' : <cwd>/runs/ray; any pyarrow URI (s3://...) for a cluster
