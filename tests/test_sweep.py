@@ -456,7 +456,9 @@ def test_preset_first_gives_the_methods_official_values_as_the_first_trial_and_r
     assert first == [{"optim.optimizer": "adam", "adapter.rank": 10, "optim.lr_direction": 5e-4,
                       "optim.lr_head": 5e-4, "inflora.threshold_begin": 0.95, "optim.epochs": 8}]
     assert inputs(["variant=simplecil", "preset_first=true"])["first_trials"] == []  # nothing to sample
-    with pytest.raises(ConfigError, match=r"preset_first: the base's optim.lr_direction=0.5 is outside the space's range \[0.0001, 0.03\]"):
+    with pytest.raises(ConfigError, match=r"preset_first: the base's optim.lr_direction=0.5 is outside the space's "
+                                          r"range \[0.0001, 0.03\]"):
         inputs(["variant=inflora", "preset_first=true", "lr_direction=0.5"])
-    with pytest.raises(ConfigError, match=r"preset_first: the base's adapter.rank=6 is not among the space's choices \[4, 8, 10, 16\]"):
+    with pytest.raises(ConfigError, match=r"preset_first: the base's adapter.rank=6 is not among the space's "
+                                          r"choices \[4, 8, 10, 16\]"):
         inputs(["variant=inflora", "preset_first=true", "rank=6"])
