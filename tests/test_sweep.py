@@ -14,7 +14,7 @@ import pytest
 from pipelines.sweeper.results import best_per_variant, pareto_front
 from pipelines.sweeper.options import SweepConfig, parse_sweep_args
 from pipelines.sweeper.preflight import prepare
-from pipelines.sweeper.tuner import changed_inputs, concurrent_trials, sweep_inputs
+from pipelines.sweeper.tuner import changed_inputs, concurrent_trials, overhead_per_trial, sweep_inputs
 from search_spaces import available_spaces, load_space
 from slora.config import RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields
@@ -133,6 +133,13 @@ def test_local_paths_reach_trials_absolute_and_uris_unchanged(tmp_path, monkeypa
 def test_concurrency_never_oversubscribes_cores():
     assert concurrent_trials(SweepConfig(), 2) == 2
     assert concurrent_trials(SweepConfig(workers_per_trial=2), 2) == 1
+
+
+def test_overhead_counts_each_slot_that_trials_ran_in_side_by_side():
+    # seq_ft's 8-trial sweep here: 1094 s of wall time, two trials at a time, 1163 s of training between them
+    assert overhead_per_trial(1094, 1163, 8, 2) == pytest.approx((2 * 1094 - 1163) / 8)  # was -8.6 s, one slot
+    assert overhead_per_trial(100, 60, 2, 1) == pytest.approx(20)
+    assert overhead_per_trial(100, 60, 1, 4) == pytest.approx(40), "a lone trial fills one slot, not four"
 
 
 def test_pareto_front_keeps_only_non_dominated_finished_trials():

@@ -119,10 +119,11 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
             log(f"this call's wall time {summary['wall_seconds']:.0f}s, trials' own training over every call "
                 f"{training:.0f}s (a resumed sweep's platform overhead is not measured)")
         else:
-            summary["platform_overhead_per_trial_seconds"] = (summary["wall_seconds"] - training) / max(
-                summary["trials"], 1)
-            log(f"sweep wall time {summary['wall_seconds']:.0f}s, trials' own training {training:.0f}s, platform "
-                f"overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
+            summary["platform_overhead_per_trial_seconds"] = overhead_per_trial(
+                summary["wall_seconds"], training, summary["trials"], concurrent)
+            log(f"sweep wall time {summary['wall_seconds']:.0f}s ({concurrent} trials at a time), trials' own "
+                f"training {training:.0f}s, platform overhead per trial "
+                f"{summary['platform_overhead_per_trial_seconds']:.1f}s")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         parent_run.summarise_parent(uri, experiment_id, parent, name, params, table, run_statuses, num_stages,
                                     summary)
@@ -131,6 +132,13 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def overhead_per_trial(wall: float, training: float, trials: int, concurrent: int) -> float:
+    """Seconds of a trial slot not spent training, per trial: trials running side by side each fill a slot, so the
+    wall time counts once per slot in use (wall minus training alone goes negative when trials overlap)."""
+    slots = max(min(concurrent, trials), 1)
+    return (wall * slots - training) / max(trials, 1)
 
 
 def sweep_inputs(sweep: SweepConfig, params, base, run_overrides: dict) -> dict:
