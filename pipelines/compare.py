@@ -167,7 +167,8 @@ def comparison_table(rows: list[dict]) -> str:
 
 
 def log_to_mlflow(sweep_keys: dict, out_dir: Path, rows: list[dict]) -> None:
-    """One run of kind "comparison" in the sweeps' experiment, holding the table and every seed's scores."""
+    """One run of kind "comparison" in the sweeps' experiment, holding the table: each row's mean and spread over
+    its seeds, and every seed's score."""
     sweep = SweepConfig(**{k: v for k, v in sweep_keys.items() if k in ("tracking_uri", "experiment")})  # as swept
     uri = sweep.tracking_uri or tracking.default_tracking_uri(Path.cwd())
     tracking.log_table(uri, sweep.experiment, f"comparison-{out_dir.name}", "comparison", rows, ("method", "settings"),

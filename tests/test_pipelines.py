@@ -103,3 +103,21 @@ def test_study_reuses_a_finished_run_only_when_its_config_matches(tmp_path, caps
     logged = client.search_runs([client.get_experiment_by_name("slora-study").experiment_id])
     assert len(logged) == 4 and all(r.data.tags["slora.kind"] == "study" for r in logged)
     assert "slora.official.final_accuracy" in logged[0].data.metrics
+
+
+def test_a_logged_tables_metrics_are_its_means_and_spreads_with_each_seed_in_the_history(tmp_path):
+    from mlflow import MlflowClient
+
+    from pipelines.sweeper.tracking import log_table
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rows = [{"method": m, "settings": "tuned", "seed": s, "test_accuracy": acc}
+            for m, accs in (("l2p", (0.2, 0.3, 0.4)), ("slora", (0.5, 0.5, 0.5))) for s, acc in enumerate(accs)]
+    run_id = log_table(uri, "desk", "comparison-x", "comparison", rows, ("method", "settings"), ("test_accuracy",), [])
+    client = MlflowClient(tracking_uri=uri)
+    metrics = client.get_run(run_id).data.metrics  # what the runs view shows: the table's cells, not the last seed's
+    assert metrics["l2p.tuned.test_accuracy"] == pytest.approx(0.3)
+    assert metrics["l2p.tuned.test_accuracy.std"] == pytest.approx(0.1)
+    assert metrics["slora.tuned.test_accuracy.std"] == 0.0
+    history = client.get_metric_history(run_id, "l2p.tuned.test_accuracy.per_seed")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.2), (1, 0.3), (2, pytest.approx(0.4))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -252,15 +253,25 @@ def log_parent_files(uri: str, run_id: str, files: list[Path]) -> None:
 
 def log_table(uri: str, experiment: str, run_name: str, kind: str, rows: list[dict], labels: tuple[str, ...],
               scores: tuple[str, ...], files: list[Path]) -> str:
-    """A comparison as one MLflow run (tag slora.kind=kind): each row's scores as metrics named
-    ``<labels...>.<score>`` at step = its seed, and the table files as artifacts. Returns the run id."""
+    """A comparison as one MLflow run (tag slora.kind=kind), and the table files as its artifacts. Per row group
+    (its labels' values) and score: ``<labels...>.<score>`` is the mean over its seeds and ``.std`` their sample
+    spread (the numbers the table shows: MLflow's runs view shows a metric's last step, which would be one seed's),
+    ``.per_seed`` each seed's score at step = its seed. Returns the run id."""
     experiment_id = prepare_experiment(uri, experiment, None)
     c = client(uri)
     run = c.create_run(experiment_id, run_name=run_name, tags={"slora.kind": kind})
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        prefix = ".".join(str(row[label]) for label in labels)
+        groups.setdefault(".".join(str(row[label]) for label in labels), []).append(row)
+    for prefix, group in groups.items():
         for score in scores:
-            c.log_metric(run.info.run_id, f"{prefix}.{score}", row[score], step=int(row.get("seed", 0)))
+            values = [float(row[score]) for row in group]
+            c.log_metric(run.info.run_id, f"{prefix}.{score}", statistics.mean(values))
+            c.log_metric(run.info.run_id, f"{prefix}.{score}.std",
+                         statistics.stdev(values) if len(values) > 1 else 0.0)
+            for row in group:
+                c.log_metric(run.info.run_id, f"{prefix}.{score}.per_seed", float(row[score]),
+                             step=int(row.get("seed", 0)))
     for f in files:
         c.log_artifact(run.info.run_id, str(f))
     c.set_terminated(run.info.run_id)
