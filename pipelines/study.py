@@ -104,9 +104,8 @@ def markdown_cells(group: list[dict], keys: tuple[str, ...]) -> list[str]:
     """Each score over a group's seeds as "mean ± std" in percent."""
     cells = []
     for key in keys:
-        values = [100 * g[key] for g in group]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+        mean, spread = tracking.mean_and_spread([100 * g[key] for g in group])
+        cells.append(f"{mean:.2f} ± {spread:.2f}")
     return cells
 
 

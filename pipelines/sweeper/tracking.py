@@ -251,6 +251,11 @@ def log_parent_files(uri: str, run_id: str, files: list[Path]) -> None:
         c.log_artifact(run_id, str(f))
 
 
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (0 for one seed): the cells of every table and its MLflow run."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def log_table(uri: str, experiment: str, run_name: str, kind: str, rows: list[dict], labels: tuple[str, ...],
               scores: tuple[str, ...], files: list[Path]) -> str:
     """A comparison as one MLflow run (tag slora.kind=kind), and the table files as its artifacts. Per row group
@@ -265,10 +270,9 @@ def log_table(uri: str, experiment: str, run_name: str, kind: str, rows: list[di
         groups.setdefault(".".join(str(row[label]) for label in labels), []).append(row)
     for prefix, group in groups.items():
         for score in scores:
-            values = [float(row[score]) for row in group]
-            c.log_metric(run.info.run_id, f"{prefix}.{score}", statistics.mean(values))
-            c.log_metric(run.info.run_id, f"{prefix}.{score}.std",
-                         statistics.stdev(values) if len(values) > 1 else 0.0)
+            mean, spread = mean_and_spread([float(row[score]) for row in group])
+            c.log_metric(run.info.run_id, f"{prefix}.{score}", mean)
+            c.log_metric(run.info.run_id, f"{prefix}.{score}.std", spread)
             for row in group:
                 c.log_metric(run.info.run_id, f"{prefix}.{score}.per_seed", float(row[score]),
                              step=int(row.get("seed", 0)))
