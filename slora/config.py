@@ -142,12 +142,12 @@ class CodaPromptConfig:
 @dataclass
 class L2PConfig:
     """L2P's own keys; official prompt_param 30 20 -1 of CODA-Prompt's L2P (pool, length, first block only), top 5,
-    and the pull term's coefficient 0.1 (L2P's pull_constraint_coeff)."""
+    and the pull term added as that code adds it (coefficient 1, slora/learners/l2p.py)."""
 
     pool_size: int = owned(30, "l2p")
     length: int = owned(20, "l2p")
     top_k: int = owned(5, "l2p")
-    pull_coefficient: float = owned(0.1, "l2p")
+    pull_coefficient: float = owned(1.0, "l2p")
 
 
 @dataclass
@@ -160,6 +160,10 @@ class DualPromptConfig:
     pull_coefficient: float = owned(1.0, "dualprompt")  # weight of 1 - cos(query, the task's key)
 
 
+# Bumped whenever a change alters what a run produces for the same config (v2: plain sequential LoRA under
+# semantics=paper, exact KD absorption, val_/test_ scores; v3: each rival's official head init, key-pull sums and
+# CODA-Prompt's classical Gram-Schmidt): a study or comparison reuses only results and sweeps of the current version.
+RESULTS_VERSION = 3
 SWEEP_VAL_FRACTION = 0.1
 # What every stage scores, on each split: `val_<score>` (when a validation split exists) and `test_<score>`.
 SCORES = ("accuracy", "accuracy_old", "accuracy_new", "forgetting", "average_incremental_accuracy")

@@ -1,9 +1,20 @@
-"""The growing linear classifier every method shares: one row per class seen so far."""
+"""The growing linear classifier every method shares: one row per class seen so far.
+
+New rows start as each method's authors start them (``Learner.head_init``), since at the rivals' official Adam rates
+the scale of the first logits decides whether they train at all:
+- ``simple_linear``: SD-LoRA's and LAMDA-PILOT's ``SimpleLinear`` (convs/linears.py): kaiming_uniform with
+  nonlinearity='linear' (weight std 1/sqrt(d)), bias 0.
+- ``nn_linear``: torch's ``nn.Linear`` default, which InfLoRA's (models/sinet_inflora.py, ``classifier_pool``) and
+  CODA-Prompt's code (models/zoo.py, ``ViTZoo.last``, also for its L2P and DualPrompt) use: weight and bias uniform
+  in +-1/sqrt(d) (std 1/sqrt(3d)).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+HEAD_INITS = ("simple_linear", "nn_linear")
 
 
 def empty_head(in_features: int, like: torch.Tensor) -> nn.Linear:
@@ -15,13 +26,16 @@ def empty_head(in_features: int, like: torch.Tensor) -> nn.Linear:
     return head
 
 
-def grown_head(old: nn.Linear, num_new: int) -> nn.Linear:
-    """``old`` with ``num_new`` more rows: the official init for the new ones (kaiming_uniform with
-    nonlinearity='linear', bias 0), the old ones copied."""
+def grown_head(old: nn.Linear, num_new: int, init: str = "simple_linear") -> nn.Linear:
+    """``old`` with ``num_new`` more rows, initialised by ``init`` (the module docstring), the old ones copied."""
+    if init not in HEAD_INITS:
+        raise ValueError(f"unknown head init {init!r}; valid: {', '.join(HEAD_INITS)}")
+    # nn.Linear's constructor already draws its default init (the nn_linear rule) for every row
     new = nn.Linear(old.in_features, old.out_features + num_new, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
-        nn.init.kaiming_uniform_(new.weight, nonlinearity="linear")
-        new.bias.zero_()
+        if init == "simple_linear":
+            nn.init.kaiming_uniform_(new.weight, nonlinearity="linear")
+            new.bias.zero_()
         new.weight[: old.out_features] = old.weight
         new.bias[: old.out_features] = old.bias
     return new

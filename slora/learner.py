@@ -37,6 +37,9 @@ class Learner(nn.Module):
     trains: bool = True  # False: a method that only reads the data (the loop then runs no epochs)
     joint: bool = False  # True: all classes in one stage (the upper bound)
     task_rank: int = 0  # rank of the current task's low-rank update (0: the method has none)
+    # how new classifier rows start, as the method's authors start them (slora.heads): SD-LoRA's and PILOT's
+    # SimpleLinear unless a method's official code says otherwise
+    head_init: str = "simple_linear"
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +87,7 @@ class PlainViTLearner(Learner):
         return self.head(self.vit(images))
 
     def begin_task(self, task: Task) -> None:
-        self.head = grown_head(self.head, task.num_new_classes).requires_grad_(self.trains)
+        self.head = grown_head(self.head, task.num_new_classes, self.head_init).requires_grad_(self.trains)
 
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:
         return with_head(self.vit, self.head), False

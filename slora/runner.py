@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from timm.models import VisionTransformer
 
-from .config import RunConfig
+from .config import RESULTS_VERSION, RunConfig
 from .continual import ContinualRun
 from .data import load_benchmark
 from .export import save_timm_folder
@@ -81,9 +81,6 @@ def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
     return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
 
 
-# Bumped whenever a change alters what a run produces for the same config (v2: plain sequential LoRA under
-# semantics=paper, exact KD absorption, val_/test_ scores): a study reuses only results of the current version.
-RESULTS_VERSION = 2
 FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")
 
 

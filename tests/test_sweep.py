@@ -16,7 +16,7 @@ from pipelines.sweeper.options import SweepConfig, parse_sweep_args
 from pipelines.sweeper.preflight import prepare
 from pipelines.sweeper.tuner import changed_inputs, concurrent_trials, overhead_per_trial, sweep_inputs
 from search_spaces import available_spaces, load_space
-from slora.config import RunConfig
+from slora.config import RESULTS_VERSION, RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields
 from slora.runner import run_continual
 
@@ -183,6 +183,8 @@ def test_a_trials_name_says_its_method_searched_values_and_id_and_final_metrics_
     assert final_metrics(stages) == {"stages_done": 2, "final_val_accuracy": 0.5, "final_test_accuracy": 0.4,
                                      "final_test_forgetting": 0.1}
     assert final_metrics({}) == {"stages_done": 0}
+    assert final_metrics(stages, 1, completed=False) == {"stages_done": 1, "stopped_val_accuracy": 0.9,
+                                                         "stopped_test_accuracy": 0.8}
 
 
 # -- real sweeps ---------------------------------------------------------------------------------------------------
@@ -225,16 +227,21 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
         assert (params["data.num_tasks"], params["data.task_sizes"], params["data.image_size"]) == ("2", "5,5", "8")
         assert params["save_merged"] == "every" and params["device"] == "cpu"
         assert params["adapter.ranks_used"] == f"{params['adapter.rank']},{params['adapter.rank']}"
-        # final scores on every trial, whichever way it ended, and the stage they come from
+        # last scores on every trial, whichever way it ended, named for how it ended, and the stage they come from
         assert child.info.status == "FINISHED" and "slora.error" not in child.data.tags
-        assert {"final_val_accuracy", "final_test_accuracy", "final_test_average_incremental_accuracy",
-                "final_test_forgetting", "stages_done"} <= set(child.data.metrics)
+        ended = "final" if child.data.tags["slora.status"] == "finished" else "stopped"
+        assert {f"{ended}_val_accuracy", f"{ended}_test_accuracy", f"{ended}_test_average_incremental_accuracy",
+                f"{ended}_test_forgetting", "stages_done"} <= set(child.data.metrics)
     children = {c.data.tags["slora.status"]: c for c in children}
     assert set(children) == {"finished", "pruned"}, "ASHA stopped the trial whose head could not learn"
     finished, pruned = children["finished"], children["pruned"]
     assert float(pruned.data.params["optim.first_task_lr_scale"]) == 1e-6
     assert (pruned.info.status, pruned.data.tags["slora.stopped_at_stage"]) == ("FINISHED", "1")
     assert (pruned.data.metrics["stages_done"], finished.data.metrics["stages_done"]) == (1, 2)
+    assert not any(k.startswith("final_") for k in pruned.data.metrics)  # its 2-class stage 1 never outranks the pick
+    ranked = client.search_runs([parents[0].info.experiment_id], "tags.`slora.kind` = 'trial'",
+                                order_by=["metrics.final_val_accuracy DESC"])
+    assert ranked[0].info.run_id == finished.info.run_id == parents[0].data.tags["slora.best_run_id"]
     assert finished.data.metrics["final_test_accuracy"] == \
         client.get_metric_history(finished.info.run_id, "test_accuracy")[-1].value
     stage_dirs = {a.path for a in client.list_artifacts(finished.info.run_id, "merged")}
@@ -451,7 +458,9 @@ def inputs(args: list[str]) -> dict:
 def test_a_sweep_reused_or_resumed_must_have_searched_the_same_space_over_the_same_base():
     recorded = inputs(["variant=l2p", "epochs=2"])
     assert changed_inputs(recorded, inputs(["variant=l2p", "epochs=2"])) == ""
-    assert changed_inputs({"name": "old"}, recorded) == ""  # recorded before spaces were: taken as it is
+    # made by the code before the current results_version (v2 recorded none): its trials ran other methods' code
+    assert changed_inputs({"name": "old"}, recorded) == f"code (results_version 2, now {RESULTS_VERSION})"
+    assert changed_inputs({**recorded, "results_version": RESULTS_VERSION - 1}, recorded).startswith("code")
     edited = inputs(["variant=l2p", "epochs=3", "space.l2p.top_k=[5]"])
     assert changed_inputs(recorded, edited) == "search space entries (l2p.top_k) and run settings (epochs)"
     assert "first trials" in changed_inputs(recorded, inputs(["variant=l2p", "epochs=2", "space.optim.epochs=[2]",

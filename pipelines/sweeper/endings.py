@@ -16,14 +16,17 @@ FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")
 MLFLOW_STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 
-def final_metrics(stages: dict[int, dict[str, float]], last: int | None = None) -> dict[str, float]:
-    """The scores of stage `last` (default: the last logged) as final_val_* / final_test_*, and stages_done: sort or
-    filter on these to rank trials that ran the same number of stages (an early stage's accuracy is over fewer,
-    easier classes)."""
+def final_metrics(stages: dict[int, dict[str, float]], last: int | None = None,
+                  completed: bool = True) -> dict[str, float]:
+    """The scores of stage `last` (default: the last logged) and stages_done. A trial that completed the sequence
+    gets them as final_val_* / final_test_*; one stopped before (by ASHA or a failure) as stopped_val_* /
+    stopped_test_*, so sorting the runs table on final_val_accuracy ranks completed trials only: an early stage's
+    accuracy is over fewer, easier classes (near 100% on a 2-class first stage) and would sit above the pick."""
     last = max(stages, default=0) if last is None else last
     if last not in stages:
         return {"stages_done": last}
-    scores = {f"final_{split}_{s}": stages[last][f"{split}_{s}"] for split in SPLITS for s in FINAL_SCORES
+    prefix = "final" if completed else "stopped"
+    scores = {f"{prefix}_{split}_{s}": stages[last][f"{split}_{s}"] for split in SPLITS for s in FINAL_SCORES
               if f"{split}_{s}" in stages[last]}
     return {"stages_done": last, **scores}
 
@@ -36,7 +39,7 @@ def end_trial(uri: str, run_id: str, status: str, error: str = "", stages_done: 
     run = c.get_run(run_id)
     if run.info.status == MLFLOW_STATUS[status] and run.data.tags.get("slora.status") == status:
         return
-    metrics = final_metrics(tracking.metric_histories(uri, run_id), stages_done)
+    metrics = final_metrics(tracking.metric_histories(uri, run_id), stages_done, completed=status == "finished")
     tracking.log_metrics(uri, run_id, metrics, step=int(metrics["stages_done"]))
     tags = {"slora.status": status}
     if status == "pruned":

@@ -50,9 +50,9 @@ def summarise_parent(uri: str, experiment_id: str, parent: str, name: str, param
         c.set_tag(parent, "slora.best_trial", best["trial"])
         description.append(f"\n\nBest: [{best['trial']}](#/experiments/{experiment_id}/runs/{best['run_id']}): "
                            + ", ".join(f"{k.replace('_', ' ')} {best[k]:.2%}" for k in BEST_SCORES) + ".")
-    description.append("\n\nRank trials with like: filter `tags.slora.status = 'finished'` (or on "
-                       f"`metrics.stages_done = {num_stages}`) and sort on `final_val_accuracy`; an earlier stage's "
-                       "accuracy is over fewer classes. Artifacts: `per_variant.csv`, `pareto_front.csv`, "
+    description.append("\n\nRank trials by sorting on `final_val_accuracy`: only trials that ran all "
+                       f"{num_stages} stages have it (a stopped trial's last scores are `stopped_val_*`, over fewer "
+                       "classes, with tag `slora.stopped_at_stage`). Artifacts: `per_variant.csv`, `pareto_front.csv`, "
                        "`curves.png`, `space.yaml`, `summary.json`, `results.parquet` / `results.csv`.")
     description.append("\n\n" + markdown_table(per_variant))
     c.set_tag(parent, tracking.DESCRIPTION_TAG, "".join(description))

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from search_spaces import DefineByRun, as_dict, constants, point_of
+from slora.config import RESULTS_VERSION
 from slora.configure import ConfigError, flat_config
 
 from . import parent as parent_run
@@ -146,14 +147,16 @@ def sweep_inputs(sweep: SweepConfig, params, base, run_overrides: dict) -> dict:
     values under preset_first), as its sweep.json records them (JSON-normalised)."""
     point = point_of(params, flat_config(base)) if sweep.preset_first else {}
     first = [point] if point else []  # a space with nothing to sample (SimpleCIL's) has no first trial to give
-    return json.loads(json.dumps({"space": as_dict(params), "run_overrides": run_overrides, "first_trials": first},
-                                 default=str))
+    return json.loads(json.dumps({"space": as_dict(params), "run_overrides": run_overrides, "first_trials": first,
+                                  "results_version": RESULTS_VERSION}, default=str))
 
 
 def changed_inputs(recorded: dict, current: dict) -> str:
     """'' when a recorded sweep searched what `current` would, else what differs. A sweep.json written before these
     were recorded has neither, and is taken as it is."""
     changed = []
+    if recorded.get("results_version", 2) != current["results_version"]:  # unrecorded: made before v3
+        changed.append(f"code (results_version {recorded.get('results_version', 2)}, now {current['results_version']})")
     if "space" in recorded and recorded["space"] != current["space"]:
         keys = sorted(k for k in {*recorded["space"], *current["space"]}
                       if recorded["space"].get(k) != current["space"].get(k))

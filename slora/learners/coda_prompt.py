@@ -84,18 +84,17 @@ class CodaPrompt(PromptLearner):
 
 
 def gram_schmidt(old: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``shape[0]`` random unit rows orthogonal to ``old``'s rows and to each other (official ``gram_schmidt``:
-    random draws, projected, normalised)."""
-    basis = [row for row in old]
-    rows = []
+    """``shape[0]`` new unit rows after ``old``'s, as the official ``CodaPrompt.gram_schmidt`` (models/zoo.py) makes
+    them: the *classical* form. Each row is a fresh normal draw minus its projections onto every earlier row (the old
+    ones as trained, the new ones before normalisation), all taken from the same draw; the rows are normalised at the
+    end. Old rows have trained away from orthogonality, so this is not the modified form (which projects the running
+    remainder): the two differ by about 1e-2 on the rows."""
+    rows = [row for row in old]
     for _ in range(shape[0]):
-        v = torch.randn(shape[1], device=old.device, dtype=old.dtype)
-        for u in basis:
-            v = v - (v @ u) / (u @ u) * u
-        v = v / v.norm()
-        basis.append(v)
-        rows.append(v)
-    return torch.stack(rows)
+        draw = torch.randn(shape[1], device=old.device, dtype=old.dtype)
+        rows.append(draw - sum(((draw @ u) / (u @ u) * u for u in rows), torch.zeros_like(draw)))
+    new = torch.stack(rows[len(old):])
+    return new / new.norm(dim=1, keepdim=True)
 
 
 def _ortho(t: torch.Tensor) -> torch.Tensor:

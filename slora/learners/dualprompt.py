@@ -6,8 +6,8 @@ to the queries (1 - cosine); evaluation picks, in each E-block, the prompt whose
 with no task id. Each prompt is split in half into prefix keys and values.
 
 Departures, said in the README: evaluation matches the query against the keys of the tasks seen so far (the code
-matches against the whole pool, untrained keys included); the pull term is averaged over the batch (the code sums
-it), with coefficient ``pull_coefficient`` (1, as the code adds it).
+matches against the whole pool, untrained keys included). The pull term is the code's, ``(1 - cos_sim[:,
+task_id]).sum()``: summed over the batch and the E-blocks, times ``pull_coefficient`` (1, as the code adds it).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class DualPrompt(PromptLearner):
             prompt = getattr(self, f"e_{layer}")[chosen]  # (B, L, C)
             out[layer] = (prompt[:, : self.length // 2], prompt[:, self.length // 2:])
             if self.training:
-                pull = pull + (1 - cosine[:, -1]).mean()
+                pull = pull + (1 - cosine[:, -1]).sum()
         self.extra_loss = self.pull * pull
         return out
 

@@ -32,6 +32,8 @@ K, V = 1, 2  # the key and value thirds of the fused qkv projection
 
 
 class InfLoRA(Learner):
+    head_init = "nn_linear"  # official models/sinet_inflora.py: one nn.Linear per task in classifier_pool
+
     def __init__(self, cfg: RunConfig, vit: nn.Module):
         super().__init__()
         self.vit = vit.requires_grad_(False)
@@ -72,7 +74,7 @@ class InfLoRA(Learner):
 
     # -- the task lifecycle ---------------------------------------------------------------------------------------
     def begin_task(self, task: Task) -> None:
-        self.head = grown_head(self.head, task.num_new_classes)
+        self.head = grown_head(self.head, task.num_new_classes, self.head_init)
         covariances = self._input_covariances(task)
         r = self.task_rank
         for b, cov in enumerate(covariances):

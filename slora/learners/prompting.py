@@ -49,6 +49,7 @@ class PromptLearner(Learner):
     """What L2P and CODA-Prompt share: the frozen ViT, the query pass, the growing head, the export."""
 
     layers: tuple[int, ...] = ()
+    head_init = "nn_linear"  # CODA-Prompt's code (models/zoo.py, ViTZoo.last) for CODA-Prompt, L2P and DualPrompt
 
     def __init__(self, cfg: RunConfig, vit: nn.Module):
         super().__init__()
@@ -75,7 +76,7 @@ class PromptLearner(Learner):
         return super().loss(logits, labels, known) + self.extra_loss
 
     def begin_task(self, task: Task) -> None:
-        self.head = grown_head(self.head, task.num_new_classes)
+        self.head = grown_head(self.head, task.num_new_classes, self.head_init)
 
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:
         self.extra_loss = torch.zeros(())  # a training forward's graph is not part of the model
