@@ -5,9 +5,12 @@ twice (scheduler=asha, then scheduler=none) and prints the stage-epochs each tra
 each found. "Within noise" is measured, not assumed: each sweep's best config is run again with ``noise_seeds``
 more seeds (in this process) and the two means are compared with the seeds' spread. Last line: one JSON object.
 
-``python pipelines/bench_asha.py replay=RESULTS.parquet [orders=200]`` replays ASHA's rule (Tune's asynchronous
-successive halving) on the per-stage table of a sweep run with scheduler=none, for several rung metrics and
-reduction factors over random trial orders: what each setting would have saved and how often it kept the winner.
+``python pipelines/bench_asha.py replay=A/results.parquet,B/results.parquet [orders=200]`` replays ASHA's rule
+(Tune's asynchronous successive halving) on the per-stage tables of sweeps run with scheduler=none, for every rung
+metric x grace period x reduction factor: the regret of each setting (the full sweep's best final val accuracy
+minus that of the trial it picks, in points; in the order the trials ran and over random orders) and the
+stage-epochs it saves. With at most 10 trials Optuna's TPE samples them all at random (its start-up trials), so the
+trials an ASHA sweep of the same seed would run are these ones.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "replay" in options:
-        return replay(Path(options["replay"]), int(options.get("orders", 200)))
+        return replay([Path(p) for p in options["replay"].split(",")], int(options.get("orders", 200)))
     noise_seeds = int(options.pop("noise_seeds", 3))
     argv = [f"{k}={v}" for k, v in options.items()]
     figures = {}
@@ -95,7 +98,41 @@ def seed_spread(best: dict, extra_seeds: int, out_dir: Path) -> dict:
 
 # -- replay ---------------------------------------------------------------------------------------------------------
 
-def replay(path: Path, orders: int) -> int:
+RUNG_METRICS = ("val_average_incremental_accuracy", "val_accuracy", "val_accuracy_old", "projected_val_accuracy")
+GRACES = ("1", "0.3", "0.5", "old>new")  # stages, a fraction of the sequence, or the first stage with more old classes
+REDUCTIONS = (2, 3, 4)
+
+
+def replay(paths: list[Path], orders: int) -> int:
+    """ASHA's rule replayed on the per-stage tables of full sweeps, for every setting of RUNG_METRICS x GRACES x
+    REDUCTIONS: regret (the full sweep's best final val accuracy minus that of the trial the setting picks, in
+    points) over the trial order as run and ``orders`` random orders, and the stage-epochs saved."""
+    sweeps = {}
+    for path in paths:
+        curves = load_curves(path)
+        if curves is None:
+            return 2
+        sweeps[path.parent.name or str(path)] = curves
+    for name, curves in sweeps.items():
+        stages = len(next(iter(curves.values())))
+        final = {t: c[stages]["val_accuracy"] for t, c in curves.items()}
+        print(f"{name}: {len(curves)} trials x {stages} stages, best final val accuracy {max(final.values()):.2%}")
+    rows = []
+    for metric in RUNG_METRICS:
+        for grace in GRACES:
+            for reduction in REDUCTIONS:
+                rows.append(setting_row(sweeps, metric, grace, reduction, orders))
+    rows.sort(key=lambda r: (r["worst_regret"], r["median_regret"], -r["saved"]))
+    print("| rung metric | grace | reduction | median regret | worst regret | worst as run | stage-epochs saved |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['metric'].removeprefix('val_')} | {r['grace']} | {r['reduction_factor']} | "
+              f"{r['median_regret']:.2f} | {r['worst_regret']:.2f} | {r['worst_as_run']:.2f} | {r['saved']:.0%} |")
+    print(json.dumps(rows))
+    return 0
+
+
+def load_curves(path: Path) -> dict[str, dict[int, dict]] | None:
     rows = pq.read_table(path).to_pylist()
     curves: dict[str, dict[int, dict]] = {}
     for row in rows:
@@ -104,32 +141,65 @@ def replay(path: Path, orders: int) -> int:
     if any(max(c) != stages for c in curves.values()):
         print(f"error: {path}: every trial must have run all {stages} stages (a sweep with scheduler=none)",
               file=sys.stderr)
-        return 2
-    final = {t: c[stages]["val_accuracy"] for t, c in curves.items()}  # the winner is chosen on validation
-    winner = max(final, key=final.get)
-    print(f"{len(curves)} trials x {stages} stages; winner {winner} at {final[winner]:.2%}")
-    results = []
-    for metric in ("val_accuracy", "val_average_incremental_accuracy"):
-        for reduction in (2, 3, 4):
-            saved, kept, gaps = [], 0, []
-            for order in range(orders):
-                names = sorted(curves)
-                random.Random(order).shuffle(names)
-                fraction, found = replay_asha(curves, names, stages, metric, grace=1, reduction=reduction)
-                saved.append(fraction)
-                kept += found == winner
-                gaps.append(final[winner] - final[found])
-            results.append({"metric": metric, "reduction_factor": reduction, "saved": round(float(np.mean(saved)), 3),
-                            "winner_kept": round(kept / orders, 3), "mean_gap": round(float(np.mean(gaps)), 4)})
-            print(f"{metric:>28} reduction {reduction}: {np.mean(saved):.0%} fewer stage-epochs, winner kept in "
-                  f"{kept / orders:.0%} of {orders} orders, mean gap {100 * np.mean(gaps):.1f} points")
-    print(json.dumps(results))
-    return 0
+        return None
+    for curve in curves.values():
+        for stage, row in curve.items():
+            row["projected_val_accuracy"] = projected(curve, stage, stages)
+    return curves  # in the order the sweep listed its trials: the order Tune created them
+
+
+def projected(curve: dict[int, dict], stage: int, stages: int) -> float:
+    """The final accuracy the curve would reach if it kept its last stage's slope (clipped to [0, 1])."""
+    now = curve[stage]["val_accuracy"]
+    if stage == 1:
+        return now
+    slope = now - curve[stage - 1]["val_accuracy"]
+    return float(min(1.0, max(0.0, now + slope * (stages - stage))))
+
+
+def grace_stages(grace: str, curves: dict[str, dict[int, dict]], stages: int) -> int:
+    if grace == "old>new":  # the first stage whose old classes outnumber its new ones
+        sizes = task_sizes(curves, stages)
+        return next((s + 1 for s in range(1, stages) if sum(sizes[:s]) > sizes[s]), stages)
+    value = float(grace)
+    return max(1, int(value) if value >= 1 else round(value * stages))
+
+
+def task_sizes(curves: dict[str, dict[int, dict]], stages: int) -> list[int]:
+    row = next(iter(curves.values()))[1]
+    if row.get("data.task_sizes"):
+        return [int(n) for n in str(row["data.task_sizes"]).split(",")]
+    return [1] * stages  # equal tasks
+
+
+def setting_row(sweeps: dict, metric: str, grace: str, reduction: int, orders: int) -> dict:
+    regrets, as_run, saved = [], [], []
+    for curves in sweeps.values():
+        stages = len(next(iter(curves.values())))
+        final = {t: c[stages]["val_accuracy"] for t, c in curves.items()}
+        best = max(final.values())
+        first = grace_stages(grace, curves, stages)
+        run_order = list(curves)
+        fraction, pick = replay_asha(curves, run_order, stages, metric, first, reduction)
+        as_run.append(100 * (best - final[pick]))
+        sweep_regrets = []
+        for order in range(orders):
+            names = sorted(curves)
+            random.Random(order).shuffle(names)
+            fraction, pick = replay_asha(curves, names, stages, metric, first, reduction)
+            saved.append(fraction)
+            sweep_regrets.append(100 * (best - final[pick]))
+        regrets.append(float(np.mean(sweep_regrets)))
+    return {"metric": metric, "grace": grace, "reduction_factor": reduction,
+            "median_regret": round(float(np.median(regrets)), 3), "worst_regret": round(max(regrets), 3),
+            "worst_as_run": round(max(as_run), 3), "saved": round(float(np.mean(saved)), 3),
+            "regret_per_sweep": [round(r, 3) for r in regrets]}
 
 
 def replay_asha(curves, order, stages, metric, grace, reduction, concurrency=2, startup=10.0):
     """Tune's ASHA on recorded curves: ``concurrency`` slots, a stage lasting its epochs, a start-up cost per trial;
-    at a rung a trial stops when below the (1 - 1/reduction) quantile of those recorded there before it."""
+    at a rung a trial stops when below the (1 - 1/reduction) quantile of those recorded there before it. A rung
+    metric a stage does not have (old-class accuracy at stage 1) falls back to its accuracy."""
     rungs, milestone = [], grace
     while milestone < stages:
         rungs.append(milestone)
@@ -143,7 +213,10 @@ def replay_asha(curves, order, stages, metric, grace, reduction, concurrency=2, 
             heapq.heappush(events, (startup + epochs[trial], trial, 1))
     while events:
         now, trial, stage = heapq.heappop(events)
-        value = curves[trial][stage][metric]
+        row = curves[trial][stage]
+        value = row.get(metric)
+        if value is None or value != value:
+            value = row["val_accuracy"]
         stop = False
         if stage in recorded:
             seen = recorded[stage]

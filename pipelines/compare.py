@@ -4,7 +4,7 @@ settings (preset_first); its best configuration is selected on the validation sp
 the method's official settings are each run on the same seeds and reported on test, mean ± std.
 
 ``python pipelines/compare.py methods=slora,inflora,coda_prompt,l2p,simplecil,seq_ft,dualprompt num_samples=8 seeds=3
-out_dir=runs/compare [sweep keys: scheduler=, seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
+out_dir=runs/compare [sweep keys: scheduler=, search_seed=, ...] [run keys: benchmark=, data_root=, epochs=, ...]``
 
 It resumes where it stopped: a method whose sweep finished (its summary.json says complete) is not swept again, an
 interrupted sweep continues (resume=true, same name), and a seed run whose folder holds results of the same config is
@@ -175,5 +175,11 @@ def log_to_mlflow(sweep_keys: dict, out_dir: Path, rows: list[dict]) -> None:
                        ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting"),
                        [out_dir / "compare.md", out_dir / "compare.parquet"])
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The `slora-compare` console script (pyproject.toml [project.scripts])."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,7 +17,7 @@ from test_sweep import mlflow_runs, run_sweep_cli
 
 CLASSES = ("a", "b", "c", "d")
 COMMON = ["variant=slora", "benchmark=imagefolder", "num_tasks=2", "image_size=8", "num_samples=2",
-          "scheduler=none", "max_concurrent_trials=1", "seeds_per_trial=2", "space.optim.epochs=2", "seed=3",
+          "scheduler=none", "max_concurrent_trials=1", "seeds_per_trial=2", "space.optim.epochs=2", "search_seed=3",
           "optimizer=adam", "batch_size=16", "lr_head=3e-3",
           "save_merged=none"]
 

@@ -14,7 +14,8 @@ import pytest
 from pipelines.sweeper.results import best_per_variant, pareto_front
 from pipelines.sweeper.options import SweepConfig, parse_sweep_args
 from pipelines.sweeper.preflight import prepare
-from pipelines.sweeper.tuner import changed_inputs, concurrent_trials, overhead_per_trial, sweep_inputs
+from pipelines.sweeper.resources import TrialResources, plan
+from pipelines.sweeper.tuner import changed_inputs, overhead_per_trial, sweep_inputs
 from search_spaces import available_spaces, load_space
 from slora.config import RESULTS_VERSION, RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields
@@ -130,9 +131,22 @@ def test_local_paths_reach_trials_absolute_and_uris_unchanged(tmp_path, monkeypa
     assert absolute_paths(uris) == uris
 
 
-def test_concurrency_never_oversubscribes_cores():
-    assert concurrent_trials(SweepConfig(), 2) == 2
-    assert concurrent_trials(SweepConfig(workers_per_trial=2), 2) == 1
+def test_resources_are_found_from_the_cluster_and_an_explicit_value_wins():
+    # a CPU-only laptop: two single-worker trials side by side on 2 cores, as before auto
+    assert plan(SweepConfig(), 2, 0) == TrialResources(2, 0.49, 0.0)
+    assert plan(SweepConfig(workers_per_trial=2), 2, 0).concurrent == 1
+    # an 8-GPU node: a trial a GPU, the CPUs split over them with one left to Ray's drivers
+    node = plan(SweepConfig(num_samples=16), 64, 8)
+    assert node == TrialResources(8, 7.0, 1.0) and node.threads == 7
+    assert node.describe(64, 8, 1) == "8 GPUs, 64 CPUs: 8 trials at a time, 1 GPU + 7 CPUs each"
+    packed = plan(SweepConfig(num_samples=32, trials_per_gpu=4), 64, 8)  # small backbones share a GPU
+    assert (packed.concurrent, packed.gpus_per_worker, packed.cpus_per_worker) == (32, 0.25, 1.0)
+    assert plan(SweepConfig(gpus_per_worker="0", cpus_per_worker="3"), 64, 8) == TrialResources(21, 3.0, 0.0)
+    assert plan(SweepConfig(max_concurrent_trials=2, num_samples=8), 16, 4) == TrialResources(2, 7.0, 1.0)
+    with pytest.raises(ConfigError, match="gpus_per_worker=some: give auto or a number"):
+        parse_sweep_args(["variant=slora", "gpus_per_worker=some"])
+    with pytest.raises(ConfigError, match="trials_per_gpu=0: must be >= 1"):
+        parse_sweep_args(["variant=slora", "trials_per_gpu=0"])
 
 
 def test_overhead_counts_each_slot_that_trials_ran_in_side_by_side():
@@ -205,7 +219,7 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
     first and 1e-6 second (a first task that cannot learn), so ASHA keeps the first trial and stops the second after
     stage 1; the MLflow store is then checked as a researcher reads it in the UI."""
     done = run_sweep_cli(["variant=slora", "num_samples=2", "workers_per_trial=2", "num_tasks=2", *SMALL[1:3],
-                          "space.optim.epochs=3", "name=e2e", "save_merged=every", "seed=7",
+                          "space.optim.epochs=3", "name=e2e", "save_merged=every", "search_seed=7",
                           "space.optim.first_task_lr_scale=[1.0,1e-6]"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = mlflow_runs(tmp_path)
@@ -450,6 +464,12 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
     assert "simplecil: its sweep" in edited.stderr and "search space entries (optim.epochs)" in edited.stderr
 
 
+def test_a_sweeps_seed_is_every_trials_training_seed_and_search_seed_the_searchs():
+    sweep, run_overrides, _ = parse_sweep_args(["variant=slora", "seed=5", "search_seed=9"])
+    assert sweep.search_seed == 9 and compose_run(run_overrides).seed == 5
+    assert compose_run(parse_sweep_args(["variant=slora"])[1]).seed == 0
+
+
 def inputs(args: list[str]) -> dict:
     sweep, run_overrides, space_overrides = parse_sweep_args(args)
     return sweep_inputs(sweep, load_space(sweep.variant, space_overrides), compose_run(run_overrides), run_overrides)
@@ -478,3 +498,31 @@ def test_preset_first_gives_the_methods_official_values_as_the_first_trial_and_r
     with pytest.raises(ConfigError, match=r"preset_first: the base's adapter.rank=6 is not among the space's "
                                           r"choices \[4, 8, 10, 16\]"):
         inputs(["variant=inflora", "preset_first=true", "rank=6"])
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_gpu_node_packs_trials_on_its_gpus(tmp_path, monkeypatch):
+    """A local Ray instance that declares 2 (logical) GPUs: gpus_per_worker=auto gives each trial a GPU share,
+    trials_per_gpu=2 halves it, and both trials run at once (device=cpu: this machine has no real GPU)."""
+    import ray
+
+    from pipelines.sweeper.tuner import run_sweep, start_ray
+
+    monkeypatch.chdir(tmp_path)
+    sweep, run_overrides, space_overrides = parse_sweep_args(
+        ["variant=slora", "num_samples=2", "scheduler=none", "trials_per_gpu=2", "device=cpu", "num_tasks=2",
+         *SMALL[1:], "name=gpu-node", "save_merged=none", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    lines: list[str] = []
+    start_ray("", num_gpus=2)
+    try:
+        summary = run_sweep(sweep, run_overrides, space_overrides, log=lines.append, shared_ray=True)
+    finally:
+        ray.shutdown()
+    assert "resources: 2 GPUs, 2 CPUs: 4 trials at a time, 0.5 GPU + 0.49 CPUs each" in lines, lines
+    assert summary["trials"] == 2
+    _, _, children = mlflow_runs(tmp_path)
+    assert [(c.data.params["resources.gpus_per_worker"], c.data.params["device"]) for c in children] == \
+        [("0.5", "cpu")] * 2
+    assert all(c.data.tags["slora.status"] == "finished" for c in children)
+    first, second = sorted(children, key=lambda c: c.info.start_time)
+    assert second.info.start_time < first.info.end_time, "the two trials shared the GPUs at once"

@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from search_spaces import available_spaces
+
+from .resources import amount
 from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice, group_options
 from slora.configure import (ConfigError, describe_keys, leaf_fields, parse_options, resolve_key, run_keys_help,
                              split_overrides)
@@ -23,10 +25,10 @@ class SweepConfig:
     num_samples: int = 6
     max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs fit
     workers_per_trial: int = 1
-    # Fractional by default: on a 2-core laptop two single-worker trials then run side by side, and trial
-    # drivers (0.01 CPU each) can never starve the workers (docs/platform.md §3).
-    cpus_per_worker: float = 0.49
-    gpus_per_worker: float = 0.0  # fractions allowed (small models share a GPU)
+    # auto: found from the cluster the sweep joins (pipelines/sweeper/resources.py); a number wins, fractions share
+    cpus_per_worker: str = "auto"
+    gpus_per_worker: str = "auto"  # auto: 1 (or 1/trials_per_gpu) where the cluster has GPUs, else 0
+    trials_per_gpu: int = 1  # with gpus_per_worker=auto: this many trials share each GPU
     # Every selection reads the validation split (data.val_fraction, SWEEP_VAL_FRACTION unless set): the
     # objective, ASHA's ranking, the best trial, the registered model and the Pareto front.
     objective: str = choice("accuracy", "pareto")  # val_accuracy; pareto: also min stored parameters
@@ -42,7 +44,8 @@ class SweepConfig:
     # Each trial runs its config on this many seeds (seed s: training seed + s, class order seed + s), stage by
     # stage together, and reports their mean (and std): K times the training of a trial, one start-up.
     seeds_per_trial: int = 1
-    seed: int = 0  # TPE's seed
+    # TPE's seed (the trials' own training seed is the run key `seed`, as in pipelines/run.py)
+    search_seed: int = 0
     # The first trial runs the base config's own values of the searched keys (the variant's preset: a method's
     # official settings), the rest are sampled, so the pick on val never scores below the preset unless ASHA
     # stopped the preset early. Every preset value must lie in the space.
@@ -82,11 +85,11 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
     elif not _positive_number(run_overrides[val_key]):
         raise ConfigError(f"{val_key}={run_overrides[val_key]}: a sweep selects on a validation split, so it must "
                           f"be in (0, 1) (default {SWEEP_VAL_FRACTION}); never on test data")
-    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period", "seeds_per_trial"):
+    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period", "seeds_per_trial",
+                "trials_per_gpu"):
         if getattr(sweep, key) < 1:
             raise ConfigError(f"{key}={getattr(sweep, key)}: must be >= 1")
-    if sweep.cpus_per_worker <= 0 or sweep.gpus_per_worker < 0:
-        raise ConfigError(f"cpus_per_worker={sweep.cpus_per_worker} must be > 0 and gpus_per_worker >= 0")
+    amount("cpus_per_worker", sweep.cpus_per_worker), amount("gpus_per_worker", sweep.gpus_per_worker)
     return sweep, run_overrides, space_overrides
 
 

@@ -43,7 +43,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     (docs/platform.md §2)."""
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     context = ray.tune.get_context()
@@ -52,14 +52,19 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     cfg.progress = False
     cfg.save_merged = settings.save_merged  # what the trial does, so what its run shows
     params = {k: v for k, v in flat_config(cfg).items() if not _resolved_by_worker(k, v)}
+    params.update({"resources.workers": settings.workers_per_trial, "resources.cpus_per_worker":
+                   settings.cpus_per_worker, "resources.gpus_per_worker": settings.gpus_per_worker})
     run_id = tracking.child_run(settings.tracking, trial_id, run_name(cfg.variant, config, trial_id), params,
                                 {"slora.searched": ",".join(sorted(config)), "slora.variant": cfg.variant})
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = settings.gpus_per_worker
+    # NCCL where the workers train on their GPUs; gloo on CPU, also for device=cpu trials holding GPU bundles
+    backend = "nccl" if use_gpu and cfg.device != "cpu" else "gloo"
     trainer = TorchTrainer(
         train_worker,
+        torch_config=TorchConfig(backend=backend),
         train_loop_config={
             "run": cfg,
             "tracking_uri": settings.tracking.tracking_uri,
@@ -67,7 +72,7 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
             "save_merged": settings.save_merged,
             "kill_worker_at_stage": settings.kill_worker_at_stage,
             "seeds_per_trial": settings.seeds_per_trial,
-            "threads": max(1, int(settings.cpus_per_worker)),
+            "threads": max(1, int(settings.cpus_per_worker)),  # one torch thread per whole CPU held
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers_per_trial, use_gpu=use_gpu, resources_per_worker=resources

@@ -17,19 +17,12 @@ from . import parent as parent_run
 from . import tracking
 from .options import SweepConfig, absolute_paths
 from .preflight import prepare
+from .resources import plan
 from .summary import finish
 from .trial import TrialSettings, trial_driver
 
 S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
           "MLFLOW_S3_IGNORE_TLS")
-
-
-def concurrent_trials(sweep: SweepConfig, cluster_cpus: float) -> int:
-    """Trials that fit at once; each worker runs one torch thread per whole CPU, so count real cores."""
-    if sweep.max_concurrent_trials:
-        return sweep.max_concurrent_trials
-    per_trial = sweep.workers_per_trial * max(sweep.cpus_per_worker, 1.0)  # drivers take 0.01 CPU
-    return max(1, int(cluster_cpus // per_trial))
 
 
 def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, log=print,
@@ -83,12 +76,15 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
     owns_ray = not (sweep.address or shared_ray)
     try:
-        concurrent = concurrent_trials(sweep, ray.cluster_resources().get("CPU", 1))
+        cluster = ray.cluster_resources()
+        resources = plan(sweep, cluster.get("CPU", 1), cluster.get("GPU", 0))
+        log(f"resources: {resources.describe(cluster.get('CPU', 1), cluster.get('GPU', 0), sweep.workers_per_trial)}")
+        concurrent = resources.concurrent
         settings = TrialSettings(
             base_overrides=dict(run_overrides), constants=constants(params),
             tracking=tracking.TrackingTarget(uri, experiment_id, parent), storage_path=storage,
-            workers_per_trial=sweep.workers_per_trial, cpus_per_worker=sweep.cpus_per_worker,
-            gpus_per_worker=sweep.gpus_per_worker, max_failures=sweep.max_failures,
+            workers_per_trial=sweep.workers_per_trial, cpus_per_worker=resources.cpus_per_worker,
+            gpus_per_worker=resources.gpus_per_worker, max_failures=sweep.max_failures,
             save_merged=sweep.save_merged, kill_worker_at_stage=sweep.kill_worker_at_stage,
             seeds_per_trial=sweep.seeds_per_trial,
         )
@@ -193,14 +189,15 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log, first: list[d
             grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
             stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
         )
-    searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.seed,
+    searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.search_seed,
                                       max_t=num_stages, points_to_evaluate=[dict(p) for p in first] or None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
                            max_concurrent_trials=concurrent)
 
 
-def start_ray(address: str) -> str:
-    """Start or join Ray (a no-op where this process already did); -> the folder its logs go to."""
+def start_ray(address: str, **declared) -> str:
+    """Start or join Ray (a no-op where this process already did); -> the folder its logs go to. ``declared``:
+    resources a new local instance announces (num_gpus=2 makes logical GPUs for tests on a CPU machine)."""
     import ray
 
     # Stage reports are polled at this interval; the 2 s default would dominate tiny stages (docs/platform.md §4).
@@ -221,7 +218,7 @@ def start_ray(address: str) -> str:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     context = ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
                        runtime_env={"env_vars": env_vars}, log_to_driver=False, logging_level=logging.WARNING,
-                       ignore_reinit_error=True)
+                       ignore_reinit_error=True, **declared)
     return str(Path(context.address_info.get("session_dir", "/tmp/ray/session_latest")) / "logs")
 
 

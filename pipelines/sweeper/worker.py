@@ -45,7 +45,8 @@ def train_worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     context = ray.train.get_context()
     ddp_rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    # the GPU Ray Train gave this worker (training, data and evaluation run there), unless the run says cpu
+    device = torch.device("cpu") if config["run"].device == "cpu" else ray.train.torch.get_device()
     runs = _seed_runs(config["run"], config["seeds_per_trial"], device, ddp_rank, world_size)
     run = runs[0]
     if ddp_rank == 0:  # the node rank 0 runs on (the latest attempt's): where a cluster put the trial
