@@ -1,6 +1,7 @@
 """Cost of S-LoRA against its own first task, plain LoRA and the plain backbone, measured in one process:
 ``python pipelines/bench.py [quick=true] [reps=N]``; ``python pipelines/bench.py data`` times the data path;
 ``python pipelines/bench.py methods`` compares every method's cost (pipelines/bench_methods.py);
+``python pipelines/bench.py memory`` measures concurrent runs' unique memory over a large cache (bench_memory.py);
 ``python pipelines/bench.py precision`` times the S-LoRA step in bf16 autocast against fp32 on ViT-Tiny at 112 px;
 ``python pipelines/bench.py lean [batch=4] [reps=3]`` times the S-LoRA step on ViT-B/16 at 224 against the plain
 frozen-backbone step (forward + input gradients only), merged and factored (``adapter.compute``), and a
@@ -313,6 +314,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["precision"]:
         print(json.dumps(precision_bench(int(argv[1].partition("=")[2]) if argv[1:] else 8)))
         return 0
+    if argv[:1] == ["memory"]:
+        from pipelines.bench_memory import main as memory_main
+
+        return memory_main(argv[1:])
     if argv[:1] == ["methods"]:
         from pipelines.bench_methods import main as methods_main
 

@@ -7,20 +7,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .views import ImageView
+
 
 @dataclass
 class Benchmark:
     name: str
-    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    # uint8 (N, C, H, W): the loader's arrays; load_benchmark makes them ImageViews (slora/data/views.py), so the
+    # masks below select index arrays and never copy images
+    train_images: torch.Tensor | ImageView
     train_labels: torch.Tensor  # int64, position of the class in class_order
-    test_images: torch.Tensor
+    test_images: torch.Tensor | ImageView
     test_labels: torch.Tensor
     class_order: list[int]  # original class ids, in the order tasks meet them
     class_names: list[str]  # names of the original class ids
     task_sizes: list[int]  # classes per task, in order
     augment: str = "none"  # "none" or "crop_flip" (RandomResizedCrop + flip, applied on tensors)
     order_seed: int = -1  # the seed class_order drew class_order from
-    val_images: torch.Tensor | None = None  # held out of the training images (DataConfig.val_fraction)
+    val_images: torch.Tensor | ImageView | None = None  # held out of the training images (DataConfig.val_fraction)
     val_labels: torch.Tensor | None = None
 
     @property

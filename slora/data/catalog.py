@@ -11,6 +11,7 @@ from . import digits, omniglot, paper, tinyimagenet
 from .benchmark import Benchmark
 from .imagefolder import load_imagefolder
 from .validation import hold_out_validation
+from .views import as_view
 
 BENCHMARKS: dict[str, Callable[[DataConfig], Benchmark]] = {
     "digits": digits.load,
@@ -31,6 +32,8 @@ def load_benchmark(cfg: DataConfig) -> Benchmark:
         raise ValueError(f"classes={cfg.classes}: benchmark={cfg.benchmark} does not take a class subset; "
                          f"benchmarks that do: {', '.join(SUBSET_BENCHMARKS)}")
     bench = BENCHMARKS[cfg.benchmark](cfg)
+    # every split, hold-out, cap and task below is an index over the loader's (memory-mapped) arrays, never a copy
+    bench.train_images, bench.test_images = as_view(bench.train_images), as_view(bench.test_images)
     if cfg.augment != "auto":
         bench.augment = cfg.augment
     if cfg.val_fraction > 0:  # before the caps: a quick run holds out what a full one does

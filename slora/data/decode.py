@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 TEST_RESIZE_RATIO = 256 / 224  # Resize(256) before CenterCrop(224)
 
@@ -54,12 +55,15 @@ def decode_image(path: Path, size: int, split: str) -> np.ndarray:
 
 
 def decode_into(out: np.ndarray, paths: Sequence[Path], size: int, split: str, workers: int = 0) -> None:
-    """Decode ``paths`` into ``out[i]`` in threads (PIL releases the GIL while it decodes and resizes)."""
+    """Decode ``paths`` into ``out[i]`` in threads (PIL releases the GIL while it decodes and resizes), with a
+    progress bar and its images/s on a terminal: a large split takes minutes, once per cache entry."""
 
     def one(index: int) -> None:
         out[index] = decode_image(paths[index], size, split)
 
     workers = workers or min(16, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(one, range(len(paths))):  # consuming the results re-raises the first error
+        done = pool.map(one, range(len(paths)))  # consuming the results re-raises the first error
+        for _ in tqdm(done, total=len(paths), desc=f"decoding {split} images into the cache", unit="img",
+                      mininterval=1.0, disable=None):  # None: off when stderr is no terminal (logs, CI)
             pass
