@@ -234,18 +234,25 @@ def step_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def lean_bench(batch: int, reps: int) -> dict:
+# ViT-B/16 at 224 (the paper's), and a tiny stand-in for dry runs on a CPU (pipelines/device_check.py --dry-run)
+LEAN_MODELS = {"vit_b16": {}, "tiny": dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)}
+
+
+def lean_bench(batch: int, reps: int, model: str = "vit_b16", device: torch.device | None = None) -> dict:
     """S-LoRA's step at tasks 1 and 20, merged and factored, and a PEFT-style factored LoRA, over the plain frozen
     step on ViT-B/16 at 224; and which of the two S-LoRA forms ``adapter.compute=auto`` picks for each case."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).to(device).requires_grad_(False)
-    images = torch.randn(batch, 3, 224, 224, device=device)
+    arch = LEAN_MODELS[model]
+    size = arch.get("img_size", 224)
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, **arch)
+    vit = vit.to(device).requires_grad_(False)
+    images = torch.randn(batch, 3, size, size, device=device)
     labels = torch.randint(0, CLASSES_PER_TASK, (batch,), device=device)
     models = {f"slora_task{task}_{compute}": slora_at_task(vit, task, compute=compute)
               for task in (1, 20) for compute in ("merged", "factored")}
     factored_lora = HandwrittenLoRA(vit, RANK, CLASSES_PER_TASK)
-    figures = {"device": str(device), "model": "vit_base_patch16_224 @224", "batch": batch}
+    figures = {"device": str(device), "model": f"vit_base_patch16_224 {arch or ''} @{size}", "batch": batch}
     for precision, bf16 in (("fp32", False), ("bf16", True)):
         calls = {"plain": plain_step(vit, images, labels, bf16),
                  **{name: train_step(model, images, labels, bf16) for name, model in models.items()},

@@ -17,7 +17,7 @@ import time
 import timm
 import torch
 
-from pipelines.bench import median_seconds, slora_at_task, train_step
+from pipelines.bench import LEAN_MODELS, median_seconds, slora_at_task, train_step
 from slora.configure import compose_run
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
@@ -66,10 +66,13 @@ def bench_data(overrides: dict[str, str], batches: int = 20) -> dict:
             "loader_over_step": round(loader / train, 2)}
 
 
-def bench_data_224(batch_size: int, batches: int = 20) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def bench_data_224(batch_size: int, batches: int = 20, model: str = "vit_b16", device: torch.device | None = None
+                   ) -> dict:
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = LEAN_MODELS[model]  # the tiny one for dry runs
+    size = arch.get("img_size", 224)
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (4 * batch_size, 3, 224, 224), dtype=torch.uint8, generator=generator)
+    images = torch.randint(0, 256, (4 * batch_size, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (len(images),), generator=generator)
 
     def load(epochs: int) -> int:
@@ -85,13 +88,14 @@ def bench_data_224(batch_size: int, batches: int = 20) -> dict:
     start = time.perf_counter()
     seen = load(max(1, batches // 4))
     loader = seen / (time.perf_counter() - start)
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).to(device).requires_grad_(False)
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, **arch)
+    vit = vit.to(device).requires_grad_(False)
     x, y = next(train_batches(images, labels, batch_size, seed=0, augment="crop_flip", device=device))
     step = median_seconds({"step": train_step(slora_at_task(vit, 1), x, y, autocast=True)}, reps=3, warmup=1,
                           device=device)["step"]
     train = batch_size / step
-    return {"benchmark": "synthetic uint8 224 px", "device": str(device), "batch_size": batch_size,
-            "image_shape": [3, 224, 224], "step": "vit_base_patch16_224 S-LoRA task 1, bf16 autocast",
+    return {"benchmark": f"synthetic uint8 {size} px", "device": str(device), "batch_size": batch_size,
+            "image_shape": [3, size, size], "step": f"vit_base_patch16_224 {arch or ''} S-LoRA task 1, bf16 autocast",
             "loader_images_per_s": round(loader, 1), "train_step_images_per_s": round(train, 1),
             "loader_over_step": round(loader / train, 2)}
 

@@ -81,14 +81,15 @@ def measure(tmp: Path, gb: float, processes: int) -> dict:
             "build_seconds": round(built, 1), "run_seconds": [round(r["seconds"], 1) for r in results]}
 
 
-def write_folder(root: Path, train_per_class: int) -> None:
-    """Small PNGs (a class colour and a per-image gradient); the decoder upscales them to 224 px."""
+def write_folder(root: Path, train_per_class: int, classes: int = CLASSES, test_per_class: int = TEST_PER_CLASS
+                 ) -> None:
+    """An ImageFolder of small PNGs (a class colour and a per-image gradient); the decoder upscales them."""
     from PIL import Image
 
     ramp = np.linspace(0, 255, 32, dtype=np.uint8)
-    for c in range(CLASSES):
+    for c in range(classes):
         colour = np.array([(37 * c) % 256, (91 * c) % 256, (53 * c) % 256], dtype=np.uint8)
-        for split, count in (("train", train_per_class), ("test", TEST_PER_CLASS)):
+        for split, count in (("train", train_per_class), ("test", test_per_class)):
             folder = root / split / f"class{c:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

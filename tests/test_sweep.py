@@ -499,30 +499,3 @@ def test_preset_first_gives_the_methods_official_values_as_the_first_trial_and_r
                                           r"choices \[4, 8, 10, 16\]"):
         inputs(["variant=inflora", "preset_first=true", "rank=6"])
 
-
-@pytest.mark.slow
-def test_a_sweep_on_a_gpu_node_packs_trials_on_its_gpus(tmp_path, monkeypatch):
-    """A local Ray instance that declares 2 (logical) GPUs: gpus_per_worker=auto gives each trial a GPU share,
-    trials_per_gpu=2 halves it, and both trials run at once (device=cpu: this machine has no real GPU)."""
-    import ray
-
-    from pipelines.sweeper.tuner import run_sweep, start_ray
-
-    monkeypatch.chdir(tmp_path)
-    sweep, run_overrides, space_overrides = parse_sweep_args(
-        ["variant=slora", "num_samples=2", "scheduler=none", "trials_per_gpu=2", "device=cpu", "num_tasks=2",
-         *SMALL[1:], "name=gpu-node", "save_merged=none", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
-    lines: list[str] = []
-    start_ray("", num_gpus=2)
-    try:
-        summary = run_sweep(sweep, run_overrides, space_overrides, log=lines.append, shared_ray=True)
-    finally:
-        ray.shutdown()
-    assert "resources: 2 GPUs, 2 CPUs: 4 trials at a time, 0.5 GPU + 0.49 CPUs each" in lines, lines
-    assert summary["trials"] == 2
-    _, _, children = mlflow_runs(tmp_path)
-    assert [(c.data.params["resources.gpus_per_worker"], c.data.params["device"]) for c in children] == \
-        [("0.5", "cpu")] * 2
-    assert all(c.data.tags["slora.status"] == "finished" for c in children)
-    first, second = sorted(children, key=lambda c: c.info.start_time)
-    assert second.info.start_time < first.info.end_time, "the two trials shared the GPUs at once"
