@@ -30,6 +30,7 @@ from pipelines.sweeper.options import parse_sweep_args
 from pipelines.sweeper.tuner import run_sweep
 from slora.config import RunConfig
 from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
+from slora.metrics import projected_accuracy
 from slora.runner import run_continual
 
 REPORTED = ("adapter.rank", "optim.lr_direction", "optim.lr_magnitude", "optim.epochs", "adapter.normaliser",
@@ -98,7 +99,7 @@ def seed_spread(best: dict, extra_seeds: int, out_dir: Path) -> dict:
 
 # -- replay ---------------------------------------------------------------------------------------------------------
 
-RUNG_METRICS = ("val_average_incremental_accuracy", "val_accuracy", "val_accuracy_old", "projected_val_accuracy")
+RUNG_METRICS = ("val_average_incremental_accuracy", "val_accuracy", "val_accuracy_old", "val_projected_accuracy")
 GRACES = ("1", "0.3", "0.5", "old>new")  # stages, a fraction of the sequence, or the first stage with more old classes
 REDUCTIONS = (2, 3, 4)
 
@@ -142,19 +143,11 @@ def load_curves(path: Path) -> dict[str, dict[int, dict]] | None:
         print(f"error: {path}: every trial must have run all {stages} stages (a sweep with scheduler=none)",
               file=sys.stderr)
         return None
-    for curve in curves.values():
+    for curve in curves.values():  # what the workers report as val_projected_accuracy, for sweeps made before it
         for stage, row in curve.items():
-            row["projected_val_accuracy"] = projected(curve, stage, stages)
+            row["val_projected_accuracy"] = projected_accuracy([curve[s]["val_accuracy"] for s in range(1, stage + 1)],
+                                                               stages)
     return curves  # in the order the sweep listed its trials: the order Tune created them
-
-
-def projected(curve: dict[int, dict], stage: int, stages: int) -> float:
-    """The final accuracy the curve would reach if it kept its last stage's slope (clipped to [0, 1])."""
-    now = curve[stage]["val_accuracy"]
-    if stage == 1:
-        return now
-    slope = now - curve[stage - 1]["val_accuracy"]
-    return float(min(1.0, max(0.0, now + slope * (stages - stage))))
 
 
 def grace_stages(grace: str, curves: dict[str, dict[int, dict]], stages: int) -> int:

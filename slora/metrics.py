@@ -35,3 +35,13 @@ def forgetting(matrix: list[list[float]], stage: int) -> float:
 def average_incremental_accuracy(curve: list[float]) -> float:
     """AAA: the mean of the per-stage accuracies on all seen classes."""
     return sum(curve) / len(curve)
+
+
+def projected_accuracy(curve: list[float], stages: int) -> float:
+    """The accuracy after the last of ``stages`` stages if the curve kept its latest slope (clipped to [0, 1]): a
+    rung metric for early stopping that does not reward the inflated accuracy of a sequence's first, smallest
+    stages, nor a trial that learns fast and forgets fast (pipelines/bench_asha.py measures it)."""
+    if len(curve) < 2:
+        return curve[-1]
+    slope = curve[-1] - curve[-2]
+    return min(1.0, max(0.0, curve[-1] + slope * (stages - len(curve))))

@@ -47,3 +47,12 @@ def test_block_accuracies_split_by_task_and_mark_empty_blocks_nan():
     predictions, labels = torch.tensor([0, 0, 2, 3]), torch.tensor([0, 1, 2, 2])
     blocks = block_accuracies(predictions, labels, task_sizes=[2, 1, 2])
     assert blocks[:2] == [0.5, 0.5] and math.isnan(blocks[2])
+
+
+def test_projected_accuracy_extends_the_curves_latest_slope_to_the_last_stage():
+    from slora.metrics import projected_accuracy
+
+    assert projected_accuracy([0.9], 5) == 0.9  # one stage: no slope yet
+    assert projected_accuracy([0.9, 0.6], 5) == pytest.approx(0.0)  # falls 0.3 a stage: clipped at 0
+    assert projected_accuracy([0.5, 0.45, 0.4], 5) == pytest.approx(0.3)
+    assert projected_accuracy([0.2, 0.3, 0.4, 0.5, 0.6], 5) == pytest.approx(0.6)  # at the end: the accuracy

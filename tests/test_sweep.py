@@ -49,7 +49,7 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "val_fraction=0.999"], "val_fraction=0.999: class '\\d' has"),
         (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"], "reads either the Tiny-ImageNet release"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
-                                                "average_incremental_accuracy, accuracy"),
+                                                "average_incremental_accuracy, accuracy, projected_accuracy"),
     ],
 )
 def test_bad_input_is_rejected_before_ray_starts(args, expected):

@@ -39,7 +39,7 @@ class SweepConfig:
     # trials. Replaying a measured 8-trial sweep (`bench_asha.py replay=`): keeping 1/3 per rung kept the
     # no-early-stopping winner in 97% of trial orders (1/2 kept: 66%; current-stage accuracy, 1/2 kept: 23%), all
     # at about 40% fewer stage-epochs.
-    asha_metric: str = choice("average_incremental_accuracy", "accuracy")  # val_
+    asha_metric: str = choice("average_incremental_accuracy", "accuracy", "projected_accuracy")  # val_
     reduction_factor: int = 3
     # Each trial runs its config on this many seeds (seed s: training seed + s, class order seed + s), stage by
     # stage together, and reports their mean (and std): K times the training of a trial, one start-up.

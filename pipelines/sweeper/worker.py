@@ -21,6 +21,7 @@ from slora.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from slora.continual import ContinualRun
 from slora.data import load_benchmark
 from slora.runner import save_merged_stage
+from slora.metrics import projected_accuracy
 from slora.seeds import mean_over_seeds, seed_config
 from slora.configure import flat_config
 from slora.variants import VARIANTS
@@ -65,7 +66,8 @@ def train_worker(config: dict) -> None:
         _fault_drill(config, run.state.stages_done + 1, ddp_rank)
         results = [seed_run.run_stage() for seed_run in runs]
         stage = results[0].stage
-        metrics = _tune_metrics(mean_over_seeds([r.metrics() for r in results]), stage)
+        metrics = _tune_metrics(mean_over_seeds([{**r.metrics(), **projected(seed_run)}
+                                                 for r, seed_run in zip(results, runs)]), stage)
         if ddp_rank == 0 and stage == 1:  # which folder / class id each label position is
             tracking.log_dict(config["tracking_uri"], config["run_id"], _class_legend(run), "classes.json")
         if ddp_rank == 0:  # log before report: a scheduler may stop the trial at the report
@@ -105,6 +107,13 @@ def _seed_runs(cfg, seeds: int, device, ddp_rank: int, world_size: int) -> list[
         runs.append(ContinualRun(seeded, load_benchmark(seeded.data), device=device, ddp_rank=ddp_rank,
                                  world_size=world_size, wrap=_ddp(world_size, device)))
     return runs
+
+
+def projected(run: ContinualRun) -> dict:
+    """val_projected_accuracy, a rung metric for ASHA (slora.metrics.projected_accuracy): the val accuracy curve's
+    end if it kept its latest slope."""
+    curve = run.state.curve.get("val")
+    return {"val_projected_accuracy": projected_accuracy(curve, run.num_stages)} if curve else {}
 
 
 def _tune_metrics(stage_metrics: dict, stage: int) -> dict:
