@@ -7,9 +7,9 @@ holding out val_fraction=0.1 of the training images as a sweep's trials do, and 
 (USS, psutil: the pages no other process maps) at its peak, over the cache's size, and what it grew by while it
 held the data: all of it, and its copies alone (less the cache file's clean pages that only it had mapped, which
 are the page cache's, shared and droppable, not copies: the kernel maps whole page-cache folios, up to megabytes,
-around each image read, so this part of USS varies with which process touched a region first). Goal <= 0.15 for the copies: the splits, the hold-out,
-the caps and the tasks index the memory-mapped cache instead of copying it (slora/data/views.py), so a process
-holds only its own batches. Linux (/proc/self/smaps). The last line is JSON.
+around each image read, so this part of USS varies with which process touched a region first). Goal <= 0.15 for
+the copies: the splits, the hold-out, the caps and the tasks index the memory-mapped cache instead of copying it
+(slora/data/views.py), so a process holds only its own batches. Linux (/proc/self/smaps). The last line is JSON.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def check_reusable(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: 
 
 
 def comparison_table(rows: list[dict]) -> str:
-    lines = ["| method | settings | val Acc | test Acc | test AAA | test forgetting | stored params | seconds per run |",
+    lines = ["| method | settings | val Acc | test Acc | test AAA | test forgetting | stored params "
+             "| seconds per run |",
              "|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -27,8 +27,8 @@ from slora.data.batches import eval_batches
 from slora.export import load_timm_folder
 from slora.learners import load_exported
 from slora.metrics import accuracy
-from slora.configure import (ConfigError, check_group, check_value, describe_keys, from_dict, parse_options, split_overrides,
-                             wants_help)
+from slora.configure import (ConfigError, check_group, check_value, describe_keys, from_dict, parse_options,
+                              split_overrides, wants_help)
 from slora.runner import resolve_device
 from slora.training import predict
 
@@ -50,7 +50,8 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str, str]:
     if not ((checkpoint / "config.json").is_file() or is_prompt_export(checkpoint)):
         what = ("no such folder" if not checkpoint.exists() else
                 "neither a timm folder (config.json) nor a prompt method's export (prompts.safetensors + slora.json)")
-        raise ConfigError(f"checkpoint={checkpoint}: {what}; expected a stage folder such as runs/<run>/merged/stage_05")
+        raise ConfigError(f"checkpoint={checkpoint}: {what}; expected a stage folder such as "
+                          "runs/<run>/merged/stage_05")
     given = {keys[key]: value for key, value in overrides.items() if keys[key] in DATA_FIELDS}
     data = parse_options(DataConfig, given, base=run_data_config(checkpoint))
     check_group("benchmark", data.benchmark)

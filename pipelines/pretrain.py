@@ -1,6 +1,6 @@
 """Pre-train a small ViT for the development benchmarks: the offline stand-in for a foundation model.
 
-``python pipelines/pretrain.py benchmark=omniglot_background out_dir=runs/pretrain-omniglot [epochs=15 embed_dim=96 ...]``
+``python pipelines/pretrain.py benchmark=omniglot_background out_dir=runs/pretrain-omniglot [epochs=15 ...]``
 
 Full fine-tuning of a timm ``vit_tiny_patch16_224`` resized for small images (patch 7, embed 96, depth 4 at
 28x28) with a plain linear head on every class of the benchmark, AdamW at a constant rate. The result is a

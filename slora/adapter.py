@@ -127,7 +127,8 @@ class QKVDirections(nn.Module):
             delta = delta + current * (self.up(t) @ self.down(t))
         return delta
 
-    def factored_deltas(self, scales: dict[str, tuple], x: torch.Tensor, frozen: bool = True) -> dict[str, torch.Tensor]:
+    def factored_deltas(self, scales: dict[str, tuple], x: torch.Tensor,
+                        frozen: bool = True) -> dict[str, torch.Tensor]:
         """x Delta W^T per target without forming Delta W: x V^T diag(s) U^T, with every target's down factors
         (frozen unless ``frozen`` is False, and current) in one GEMM, so x is read once."""
         downs, ups, columns = [], [], []

@@ -15,7 +15,8 @@ from .configure import to_dict
 from .continual import ContinualRun, ContinualState
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-# Keys that may differ between a run and its resumption: where it writes and how it shows progress, not what it computes.
+# Keys that may differ between a run and its resumption: where it writes and how it shows progress, not what it
+# computes.
 RESUMABLE_CHANGES = ("resume", "out_dir", "progress", "device", "save_merged")
 
 

@@ -44,7 +44,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{path}={value}: must be > 0")
     non_negative = {
         "data.num_tasks": cfg.data.num_tasks, "data.classes_per_task": cfg.data.classes_per_task,
-        "optim.first_task_epochs": cfg.optim.first_task_epochs, "data.max_train_per_class": cfg.data.max_train_per_class,
+        "optim.first_task_epochs": cfg.optim.first_task_epochs,
+        "data.max_train_per_class": cfg.data.max_train_per_class,
         "data.max_test_per_class": cfg.data.max_test_per_class, "data.image_size": cfg.data.image_size,
         "adapter.kd_threshold": cfg.adapter.kd_threshold,
     }

@@ -21,5 +21,6 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """Scales the loss under fp16; disabled (its calls plain backward and step) under fp32 and bf16."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -50,7 +50,7 @@ def train_epoch(forward: nn.Module, model: nn.Module, batches, optimizer, known:
     scaler = None
     for images, labels in batches:
         if scaler is None:
-            scaler = grad_scaler(precision, images.device) or _NoScaler()
+            scaler = grad_scaler(precision, images.device)
         with autocast(precision, images.device):
             loss = model.loss(forward(images), labels, known)
         if not math.isfinite(loss.item()):
@@ -76,18 +76,3 @@ def predict(model: nn.Module, batches, precision: str = "fp32") -> torch.Tensor:
             out.append(model(images).argmax(dim=1).cpu())
     return torch.cat(out)
 
-
-class _NoScaler:
-    """fp32 and bf16: the GradScaler calls, doing nothing."""
-
-    def scale(self, loss):
-        return loss
-
-    def unscale_(self, optimizer) -> None:
-        pass
-
-    def step(self, optimizer) -> None:
-        optimizer.step()
-
-    def update(self) -> None:
-        pass

@@ -131,7 +131,9 @@ def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_load
 
 
 @pytest.mark.parametrize("script, expected", [
-    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)", "variant=: coda_prompt, dualprompt, inflora, joint, l2p, seq_ft, seq_lora, simplecil, slora,", "semantics=: official, paper"]),
+    ("run", ["adapter.rank=10", "optim.optimizer=sgd   (sgd | adam)",
+             "variant=: coda_prompt, dualprompt, inflora, joint, l2p, seq_ft, seq_lora, simplecil, slora,",
+             "semantics=: official, paper"]),
     ("sweep", ["scheduler=asha   (asha | none)", "Search spaces (variant=): all,", "data.benchmark=digits"]),
     ("evaluate", ["checkpoint=PATH (required)", "\n  class_order_seed=-1\n"]),
     ("pretrain", ["\n  benchmark=omniglot_background\n", "\n  embed_dim=96\n"]),

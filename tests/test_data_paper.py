@@ -122,7 +122,8 @@ def test_domainnet_reads_the_split_lists_of_every_domain(tmp_path):
     (lambda root: (root / "sketch_test.txt").unlink(), "missing sketch_test.txt"),
     (lambda root: (root / "clipart_train.txt").write_text("clipart/class_000/clipart_000_train.png\n"),
      r"clipart_train.txt:1: .* is not '<domain>/<class>/<file> <label>'"),
-    (lambda root: (root / "clipart" / "class_001" / "clipart_001_test.png").unlink(), "clipart_001_test.png does not exist"),
+    (lambda root: (root / "clipart" / "class_001" / "clipart_001_test.png").unlink(),
+     "clipart_001_test.png does not exist"),
     (lambda root: (root / "sketch_train.txt").write_text("clipart/class_001/clipart_001_train.png 0\n"),
      "label 0 is class 'class_000' elsewhere but 'class_001' here"),
     (lambda root: (root / "clipart_test.txt").write_text(""), None),  # sketch_test.txt still covers every class
@@ -168,6 +169,7 @@ def test_paper_presets_carry_the_official_optimiser_and_backbone():
     assert cfg.backbone.name == "vit_base_patch16_224.augreg2_in21k_ft_in1k" and cfg.backbone.pretrained
     assert (cfg.backbone.embed_dim, cfg.backbone.depth, cfg.backbone.patch_size) == (0, 0, 0)
     dom = compose_run(["benchmark=domainnet"])
-    assert (dom.optim.lr_head, dom.optim.milestones, dom.optim.lr_decay, dom.optim.epochs) == (0.02, [4, 6, 8], 0.005, 10)
+    assert (dom.optim.lr_head, dom.optim.milestones, dom.optim.lr_decay, dom.optim.epochs) == \
+        (0.02, [4, 6, 8], 0.005, 10)
     assert compose_run(["benchmark=cifar100"]).optim.lr_magnitude == 8e-3
     assert compose_run(["benchmark=cifar100", "lr_head=0.1"]).optim.lr_head == 0.1

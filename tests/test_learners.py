@@ -197,7 +197,8 @@ def test_dualprompt_trains_the_tasks_own_e_prompt_and_evaluates_with_the_best_ma
         before = {n: p.detach().clone() for n, p in learner.named_parameters()}
         train_steps(learner, task, x, y)
         for name, param in e_prompts.items():  # only this task's E-prompt and key move; the G-prompts always do
-            assert torch.equal(param[:index], before[name][:index]) and not torch.equal(param[index], before[name][index])
+            assert torch.equal(param[:index], before[name][:index])
+            assert not torch.equal(param[index], before[name][index])
             assert torch.equal(param[index + 1:], before[name][index + 1:]), name
         assert not torch.equal(learner.g_0, before["g_0"])
     learner.eval()

@@ -77,7 +77,8 @@ def slurm(tmp_path_factory):
         deadline = time.time() + 60
         while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
                                            env=env).stdout:
-            assert time.time() < deadline, "Slurm's node never became idle: " + (root / "slurmd.log").read_text()[-2000:]
+            assert time.time() < deadline, \
+                "Slurm's node never became idle: " + (root / "slurmd.log").read_text()[-2000:]
             time.sleep(1)
         yield env, root
     finally:

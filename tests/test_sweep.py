@@ -47,7 +47,8 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "seeds_per_trial=0"], "seeds_per_trial=0: must be >= 1"),
         (["variant=slora", "val_fraction=0"], "val_fraction=0: a sweep selects on a validation split"),
         (["variant=slora", "val_fraction=0.999"], "val_fraction=0.999: class '\\d' has"),
-        (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"], "reads either the Tiny-ImageNet release"),
+        (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"],
+         "reads either the Tiny-ImageNet release"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
                                                 "average_incremental_accuracy, accuracy, projected_accuracy"),
     ],
@@ -331,7 +332,8 @@ def test_pareto_sweep_over_all_variants_runs_without_asha_and_prints_its_front(t
     assert [c.data.tags.get("slora.status") for c in children] == ["finished", "finished"]
     table = pq.read_table(tmp_path / "runs" / "pareto" / "results.parquet").to_pylist()
     expected = [r["trial"] for r in pareto_front([r for r in table if r["stage"] == 2])]
-    printed = done.stdout.split("Pareto front (max val accuracy, min stored parameters; test accuracy alongside):")[1].splitlines()
+    heading = "Pareto front (max val accuracy, min stored parameters; test accuracy alongside):"
+    printed = done.stdout.split(heading)[1].splitlines()
     assert [line.split(":")[0].strip() for line in printed[1:1 + len(expected)]] == expected
     assert not any(printed[1 + len(expected)].startswith(f"  {trial}") for trial in {r["trial"] for r in table})
     per_variant = done.stdout.split("best finished trial per variant:")[1].splitlines()[3:3 + 2]
@@ -407,7 +409,8 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     from pipelines.bench_asha import replay_asha
 
     def curve(stage1, final):
-        return {1: {"val_accuracy": stage1, "optim.epochs": "1"}, 2: {"val_accuracy": final}, 3: {"val_accuracy": final}}
+        return {1: {"val_accuracy": stage1, "optim.epochs": "1"}, 2: {"val_accuracy": final},
+                3: {"val_accuracy": final}}
 
     curves = {"a": curve(0.9, 0.3), "b": curve(0.5, 0.8), "c": curve(0.95, 0.4)}
     # Rungs at stage 1 only (1 * 3 is not below 3 stages). a passes (first there), b is below a and stops although

@@ -189,7 +189,8 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log, first: list[d
             grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
             stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
         )
-    searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode, seed=sweep.search_seed,
+    searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode,
+                                      seed=sweep.search_seed,
                                       max_t=num_stages, points_to_evaluate=[dict(p) for p in first] or None)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
                            max_concurrent_trials=concurrent)
@@ -216,7 +217,8 @@ def start_ray(address: str, **declared) -> str:
     # worker start-up concurrency, actor constructor size, each Train controller's resource requests: all benign,
     # docs/platform.md §10) stays in the session's log folder, where a failed trial's error file also points.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    context = ray.init(address=address or "local",  # with the dashboard: its State API lets Ray free stopped trials' workers
+    # with the dashboard: its State API lets Ray free stopped trials' workers
+    context = ray.init(address=address or "local",
                        runtime_env={"env_vars": env_vars}, log_to_driver=False, logging_level=logging.WARNING,
                        ignore_reinit_error=True, **declared)
     return str(Path(context.address_info.get("session_dir", "/tmp/ray/session_latest")) / "logs")

@@ -28,7 +28,8 @@ class CodaPrompt(PromptLearner):
         self.pool, self.length, self.ortho_mu = own.pool_size, own.length, own.ortho_mu
         ref = self.head.weight
         for layer in self.layers:  # official init: uniform, then orthogonalised per task as components come into use
-            self.register_parameter(f"p_{layer}", nn.Parameter(torch.rand(self.pool, self.length, self.dim, device=ref.device)))
+            self.register_parameter(f"p_{layer}", nn.Parameter(torch.rand(self.pool, self.length, self.dim,
+                                                                          device=ref.device)))
             self.register_parameter(f"k_{layer}", nn.Parameter(torch.rand(self.pool, self.dim, device=ref.device)))
             self.register_parameter(f"a_{layer}", nn.Parameter(torch.rand(self.pool, self.dim, device=ref.device)))
         self.register_buffer("tasks_begun", torch.zeros((), dtype=torch.long, device=ref.device))

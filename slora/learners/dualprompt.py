@@ -33,7 +33,8 @@ class DualPrompt(PromptLearner):
         ref = self.head.weight
         for layer in self.layers:  # official init: uniform
             if layer in G_LAYERS:
-                self.register_parameter(f"g_{layer}", nn.Parameter(torch.rand(self.g_length, self.dim, device=ref.device)))
+                self.register_parameter(f"g_{layer}", nn.Parameter(torch.rand(self.g_length, self.dim,
+                                                                              device=ref.device)))
             else:
                 self.register_parameter(f"e_{layer}", nn.Parameter(torch.rand(self.pool, self.length, self.dim,
                                                                               device=ref.device)))
