@@ -406,7 +406,7 @@ def test_a_sweep_refuses_to_start_a_second_ray_instance_on_the_machine(tmp_path)
 
 
 def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
-    from pipelines.bench_asha import replay_asha
+    from pipelines.bench_asha import grace_stages, replay_asha, setting_row
 
     def curve(stage1, final):
         return {1: {"val_accuracy": stage1, "optim.epochs": "1"}, 2: {"val_accuracy": final},
@@ -417,6 +417,12 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     # it would have won, c beats the 2/3 quantile of {a, b} and goes on: 7 of 9 stage-epochs, best c.
     saved, best = replay_asha(curves, ["a", "b", "c"], 3, "val_accuracy", grace=1, reduction=3)
     assert best == "c" and saved == pytest.approx(2 / 9)
+    # over the sweep: the setting that stopped b lost 0.8 - 0.4 = 40 points in every order that runs b after a or c
+    # ranked at stage 1; one whose first rung comes after the last stage never stops anyone and loses nothing
+    stopping = setting_row({"s": curves}, "val_accuracy", "1", 3, orders=20)
+    assert stopping["worst_as_run"] == pytest.approx(40.0) and stopping["saved"] > 0
+    assert setting_row({"s": curves}, "val_accuracy", "3", 3, orders=20)["worst_regret"] == 0.0
+    assert grace_stages("old>new", {"s": {1: {"data.task_sizes": "2,2,2,2"}}}, 4) == 3  # 4 old > 2 new at stage 3
 
 
 @pytest.mark.slow
