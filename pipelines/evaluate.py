@@ -17,19 +17,16 @@ import sys
 import typing
 from pathlib import Path
 
-import timm
-import torch
 
 from slora.config import DataConfig
-from slora.continual import EVAL_BATCH, input_normalisation
+from slora.continual import EVAL_BATCH
 from slora.data import load_benchmark
 from slora.data.batches import eval_batches
-from slora.export import load_timm_folder
-from slora.learners import load_exported
 from slora.metrics import accuracy
 from slora.configure import (ConfigError, check_group, check_value, describe_keys, from_dict, parse_options,
                               split_overrides, wants_help)
 from slora.runner import resolve_device
+from slora.serving import is_prompt_export, load_classifier
 from slora.training import predict
 
 DATA_FIELDS = typing.get_type_hints(DataConfig)
@@ -60,10 +57,6 @@ def parse_args(argv: list[str]) -> tuple[Path, DataConfig, str, str]:
     return checkpoint, data, overrides.get("device", "auto"), precision
 
 
-def is_prompt_export(folder: Path) -> bool:
-    return (folder / "prompts.safetensors").is_file() and (folder / "slora.json").is_file()
-
-
 def run_config(checkpoint: Path) -> dict:
     """The config of the run that wrote this stage folder: a prompt export carries it, else <run>/results.json
     two levels up; {} when neither is there."""
@@ -82,17 +75,8 @@ def run_data_config(checkpoint: Path) -> DataConfig:
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, device: str = "auto", precision: str = "fp32") -> dict:
     """Accuracy of the exported model on the test images of every class it has (forward in `precision`)."""
     device = resolve_device(device)
-    if is_prompt_export(checkpoint):  # two passes (query, then prompted), on the run's own backbone
-        model = load_exported(checkpoint).to(device)
-        cfg = model.cfg
-        mean, std = input_normalisation(model.vit, cfg.data.input_scaling, model.vit.patch_embed.proj.in_channels)
-        mean, std = mean.to(device), std.to(device)
-    else:
-        model = load_timm_folder(checkpoint).to(device)
-        preprocessing = timm.data.resolve_data_config(model=model)
-        channels = preprocessing["input_size"][0]
-        mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
-        std = torch.tensor(preprocessing["std"], dtype=torch.float32).reshape(1, channels, 1, 1).to(device)
+    model, mean, std = load_classifier(checkpoint)
+    model, mean, std = model.to(device), mean.to(device), std.to(device)
     bench = load_benchmark(data)
     seen = bench.test_labels < model.num_classes
     images, labels = bench.test_images[seen], bench.test_labels[seen]

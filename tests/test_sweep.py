@@ -283,8 +283,8 @@ def test_sweep_two_trials_two_stages_two_workers(tmp_path):
                                                                        abs=1e-4)
     from mlflow.models import Model
 
-    assert version.source.endswith("merged/stage_02")  # its MLmodel file, beside the weights, has the signature
-    signature = Model.load(client.download_artifacts(version.run_id, "merged/stage_02/MLmodel", str(tmp_path)))
+    assert version.source.endswith("model/stage_02")  # the pyfunc model's MLmodel file has the signature
+    signature = Model.load(client.download_artifacts(version.run_id, "model/stage_02/MLmodel", str(tmp_path)))
     signature = signature.signature.to_dict()
     assert "[-1, 1, 8, 8]" in signature["inputs"] and "[-1, 10]" in signature["outputs"]
     assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout

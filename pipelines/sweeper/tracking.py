@@ -215,34 +215,59 @@ def metric_histories(uri: str, run_id: str) -> dict[int, dict[str, float]]:
 
 def register_best(uri: str, run_id: str, stage: int, model_name: str, description: str, tags: dict,
                   image_shape: tuple[int, int, int], num_classes: int) -> str:
-    """Register the best trial's merged model (its stage's artifact folder) with a description, tags and a
-    signature (an MLmodel file written beside it: float32 images in, one logit per class out); -> the version."""
-    import numpy as np
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
+    """Register the best trial's merged model (its stage's artifact folder) as an MLflow pyfunc model
+    (slora/serving.py: float32 images in, one logit per class out, or class names) with a description, tags, a
+    signature, an input example and its requirements; -> the version. The model folder is logged beside the merged
+    weights it wraps (``model/stage_XX``), so ``mlflow.pyfunc.load_model("models:/NAME@champion")`` and
+    ``mlflow models serve`` load it."""
     c = client(uri)
     try:
         c.create_registered_model(model_name, description="The best finished trial of each slora-sweep sweep, "
                                   "selected on validation accuracy; the alias `champion` is the latest.")
     except Exception:  # already registered by an earlier sweep: add a version to it
         pass
-    folder = f"merged/stage_{stage:02d}"
+    folder, model_folder = f"merged/stage_{stage:02d}", f"model/stage_{stage:02d}"
     files = {Path(a.path).name for a in c.list_artifacts(run_id, folder)}
-    timm = "config.json" in files
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape), "images")]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
     with tempfile.TemporaryDirectory() as tmp:
-        Model(artifact_path=folder, run_id=run_id, signature=signature).save(Path(tmp) / "MLmodel")
-        c.log_artifact(run_id, str(Path(tmp) / "MLmodel"), artifact_path=folder)
-    fmt = ("timm local-dir (config.json + model.safetensors): timm.create_model('local-dir:FOLDER'), "
-           "pipelines/evaluate.py" if timm else
-           "prompts.safetensors + slora.json on the run's backbone: slora.learners.load_exported")
-    source = f"{c.get_run(run_id).info.artifact_uri}/{folder}"
+        weights = c.download_artifacts(run_id, folder, tmp)
+        save_pyfunc(Path(tmp) / "model", weights, image_shape, num_classes)
+        c.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path=model_folder)
+    fmt = ("mlflow pyfunc (mlflow.pyfunc.load_model); the weights: a timm local-dir (config.json + model.safetensors)"
+           if "config.json" in files else
+           "mlflow pyfunc (mlflow.pyfunc.load_model); the weights: prompts.safetensors + slora.json on the run's "
+           "backbone (slora.learners.load_exported)")
+    source = f"{c.get_run(run_id).info.artifact_uri}/{model_folder}"
     version = c.create_model_version(model_name, source=source, run_id=run_id, description=description,
                                      tags={"format": fmt, **{k: str(v) for k, v in tags.items()}})
     c.set_registered_model_alias(model_name, "champion", version.version)
     return version.version
+
+
+def save_pyfunc(path: Path, weights: str, image_shape: tuple[int, int, int], num_classes: int) -> None:
+    """A pyfunc model folder around a stage folder: slora/serving.py as its code, the slora package beside it,
+    the run's requirements (the project's dependencies, without the sweep platform's)."""
+    from importlib import metadata
+
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    import slora
+    from slora import serving
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape), "images")]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]),
+                               params=ParamSchema([ParamSpec("output", "string", "logits")]))
+    from packaging.requirements import Requirement
+
+    platform = {"ray", "optuna", "mlflow", "pyarrow", "matplotlib", "scikit-learn", "psutil"}  # sweeps only
+    requirements = [r for r in metadata.requires("slora-sweep") or []
+                    if Requirement(r).marker is None and Requirement(r).name not in platform]
+    mlflow.pyfunc.save_model(path=str(path), python_model=serving.__file__, artifacts={serving.WEIGHTS: weights},
+                             code_paths=[str(Path(slora.__file__).parent)], signature=signature,
+                             input_example=np.zeros((1, *image_shape), dtype=np.float32),
+                             pip_requirements=requirements)
 
 
 def log_parent_files(uri: str, run_id: str, files: list[Path]) -> None:
