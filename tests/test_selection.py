@@ -83,7 +83,7 @@ def test_every_stage_has_val_and_test_scores_with_their_spread_over_seeds(sweeps
             assert 0 <= row[key] <= 1 and row[f"{key}_std"] >= 0
     client, _, children = mlflow_runs(sweep["work"])
     for child in children:
-        for key in ("val_accuracy", "test_accuracy", "val_accuracy_std"):
+        for key in ("val_accuracy", "test_accuracy", "val_accuracy_std", "seed0_val_accuracy"):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
         assert child.data.params["data.val_fraction"] == "0.1"
     header = next(line for line in sweep["stdout"].splitlines() if line.lstrip().startswith("stage"))

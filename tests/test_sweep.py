@@ -473,6 +473,17 @@ def test_compare_sweeps_every_baseline_selects_on_val_reruns_on_seeds_and_resume
     assert "simplecil: its sweep" in edited.stderr and "search space entries (optim.epochs)" in edited.stderr
 
 
+def test_a_registered_models_scores_are_its_own_seeds_and_the_mean_is_named_as_such():
+    from pipelines.sweeper.summary import registered_scores
+
+    one = {"val_accuracy": 0.5, "test_accuracy": 0.4, "test_average_incremental_accuracy": 0.6, "test_forgetting": 0.1}
+    assert registered_scores(one) == (one, {})
+    seeds = {**one, "seed0_val_accuracy": 0.55, "seed0_test_accuracy": 0.45,
+             "seed0_test_average_incremental_accuracy": 0.65, "seed0_test_forgetting": 0.05}
+    own, means = registered_scores(seeds)
+    assert own["test_accuracy"] == 0.45 and means == one
+
+
 def test_a_sweeps_seed_is_every_trials_training_seed_and_search_seed_the_searchs():
     sweep, run_overrides, _ = parse_sweep_args(["variant=slora", "seed=5", "search_seed=9"])
     assert sweep.search_seed == 9 and compose_run(run_overrides).seed == 5

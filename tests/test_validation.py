@@ -107,6 +107,7 @@ def test_mean_over_seeds_gives_means_stds_and_the_summed_cost():
     out = mean_over_seeds(stages)
     assert out["val_accuracy"] == pytest.approx(0.6) and out["val_accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
     assert out["stage_seconds"] == 5.0 and out["lora_rank"] == 10.0 and "lora_rank_std" not in out
+    assert (out["seed0_val_accuracy"], out["seed0_test_accuracy"]) == (0.5, 0.4)  # seed 0's model's own scores
     assert mean_over_seeds(stages[:1]) == stages[0]
     nan = mean_over_seeds([{"test_accuracy_old": math.nan}, {"test_accuracy_old": math.nan}])  # stage 1
     assert math.isnan(nan["test_accuracy_old"]) and math.isnan(nan["test_accuracy_old_std"])

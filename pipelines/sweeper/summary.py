@@ -84,17 +84,33 @@ def finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages, ou
     return summary, table, run_statuses
 
 
+REGISTERED_SCORES = ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting")
+
+
+def registered_scores(best: dict) -> tuple[dict, dict]:
+    """-> (the registered model's own final scores, the trial's means over its seeds or {}). With seeds_per_trial
+    > 1 a trial's scores are means, while the merged model it logs is seed 0's: its own scores are seed 0's."""
+    own = {k: best.get(f"seed0_{k}") for k in REGISTERED_SCORES}
+    if any(v is None or v != v for v in own.values()):  # one seed: the trial's scores are the model's
+        return {k: best[k] for k in REGISTERED_SCORES}, {}
+    return own, {k: best[k] for k in REGISTERED_SCORES}
+
+
 def register(sweep, name: str, best: dict, uri: str, num_stages: int) -> str:
     """The best trial's last merged model in the registry, described and tagged so it reads without its run."""
-    scores = {k: best[k] for k in ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy",
-                                   "test_forgetting")}
+    scores, means = registered_scores(best)
     tags = {"method": best["variant"], "benchmark": best["data.benchmark"], "backbone": best["backbone.name"],
-            "sweep": name, "stages": num_stages, **{f"final_{k}": f"{v:.4f}" for k, v in scores.items()}}
+            "sweep": name, "stages": num_stages, **{f"final_{k}": f"{v:.4f}" for k, v in scores.items()},
+            **{f"mean_over_seeds_final_{k}": f"{v:.4f}" for k, v in means.items()}}
     description = (f"{best['variant']} on {best['data.benchmark']} ({best['backbone.name']}, {num_stages} tasks): the "
-                   f"best finished trial of sweep {name} on validation accuracy ({scores['val_accuracy']:.2%}); "
+                   f"best finished trial of sweep {name} on validation accuracy; this model"
+                   f"{' (seed 0 of the trial)' if means else ''}: val accuracy {scores['val_accuracy']:.2%}, "
                    f"test accuracy {scores['test_accuracy']:.2%}, "
                    f"AAA {scores['test_average_incremental_accuracy']:.2%}, "
-                   f"forgetting {scores['test_forgetting']:.2%}. Trial {best['trial']}, run {best['run_id']}.")
+                   f"forgetting {scores['test_forgetting']:.2%}"
+                   + (f"; the trial's mean over its seeds, on which it was selected: val accuracy "
+                      f"{means['val_accuracy']:.2%}, test accuracy {means['test_accuracy']:.2%}" if means else "")
+                   + f". Trial {best['trial']}, run {best['run_id']}.")
     shape = tuple(int(x) for x in str(best["data.image_shape"]).split(","))
     return tracking.register_best(uri, best["run_id"], num_stages, sweep.registered_model, description, tags, shape,
                                   int(best["data.num_classes"]))

@@ -20,7 +20,7 @@ from slora.config import SPLIT_SCORES
 
 # val_/test_ scores, their spread over a trial's seeds (`_std`, seeds_per_trial > 1), and the rest of a stage
 STAGE_METRICS = (
-    *SPLIT_SCORES, *(f"{score}_std" for score in SPLIT_SCORES),
+    *SPLIT_SCORES, *(f"{score}_std" for score in SPLIT_SCORES), *(f"seed0_{score}" for score in SPLIT_SCORES),
     "stored_parameters", "stage_seconds", "train_loss", "lora_rank", "absorbed",
 )
 TRIAL_TAG = "ray_trial_id"
