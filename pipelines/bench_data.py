@@ -17,7 +17,7 @@ import time
 import timm
 import torch
 
-from pipelines.bench import LEAN_MODELS, median_seconds, slora_at_task, train_step
+from pipelines.timing import LEAN_MODELS, median_seconds, slora_at_task, train_step
 from slora.configure import compose_run
 from slora.continual import ContinualRun
 from slora.data import load_benchmark

@@ -16,7 +16,7 @@ import sys
 import timm
 import torch
 
-from pipelines.bench import SIZES, forward_pass, median_seconds
+from pipelines.timing import SIZES, forward_pass, median_seconds
 from slora.configure import compose_run
 from slora.learner import Task
 from slora.learners import build_learner

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.study import finished_results, markdown_cells
+from pipelines.tables import finished_results, markdown_cells
 from pipelines.sweeper import tracking
 from pipelines.sweeper.options import SweepConfig, absolute_paths, parse_sweep_args
 from pipelines.sweeper.tuner import changed_inputs, run_sweep, sweep_inputs

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.paper_tables import METHODS, OFFICIAL_LOGS, PAPER, SEEDS
-from pipelines.study import finished_results
+from pipelines.tables import finished_results
 from pipelines.sweeper import tracking
 from slora.configure import ConfigError, compose_run, split_overrides
 from slora.runner import run_continual

@@ -11,7 +11,6 @@ again, so an interrupted study picks up where it stopped and adding seeds only t
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -21,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.sweeper import tracking
-from slora.config import RunConfig
+from pipelines.tables import finished_results, markdown_cells
 from slora.data import load_benchmark
-from slora.configure import ConfigError, compose_run, from_dict, split_overrides
-from slora.runner import RESULTS_VERSION, run_continual
+from slora.configure import ConfigError, compose_run, split_overrides
+from slora.runner import run_continual
 from slora.seeds import seed_config
 from slora.variants import VARIANTS
 
@@ -78,35 +77,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def finished_results(cfg: RunConfig) -> dict | None:
-    """The results.json already in the run's folder, if the current code made it from exactly this config."""
-    path = Path(cfg.out_dir) / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
-    if results.get("results_version") != RESULTS_VERSION:
-        return None
-    try:  # a key added since the run was made takes its default, which reproduces the old behaviour
-        same = from_dict(RunConfig, results.get("config", {})) == cfg
-    except ConfigError:
-        return None
-    return results if same else None
-
-
 def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["semantics"]), []).append(r)
     return groups
-
-
-def markdown_cells(group: list[dict], keys: tuple[str, ...]) -> list[str]:
-    """Each score over a group's seeds as "mean ± std" in percent."""
-    cells = []
-    for key in keys:
-        mean, spread = tracking.mean_and_spread([100 * g[key] for g in group])
-        cells.append(f"{mean:.2f} ± {spread:.2f}")
-    return cells
 
 
 def markdown_table(rows: list[dict]) -> str:

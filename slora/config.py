@@ -30,6 +30,12 @@ def owned(default: Any, *methods: str) -> Any:
     return field(default=default, metadata={"methods": methods})
 
 
+def resolved(default: Any) -> Any:
+    """A value that means "the benchmark's own" (0) or "what this machine has" ("auto"): the run resolves it, and a
+    sweep's trial logs what it became (``slora.configure.resolved_defaults``)."""
+    return field(default=default, metadata={"resolved": True})
+
+
 def seq(*values: Any) -> Any:
     """A list field (OmegaConf's typed sequences are lists; a tuple would come back from it as a list)."""
     return field(default_factory=lambda: [list(v) if isinstance(v, tuple) else v for v in values])
@@ -72,7 +78,7 @@ class OptimConfig:
     lr_backbone: float = owned(1e-3, "seq_ft")  # every ViT weight, for the methods that fine-tune it
     momentum: float = 0.9
     epochs: int = 20
-    first_task_epochs: int = 0  # 0: same as epochs (the official init_epoch)
+    first_task_epochs: int = resolved(0)  # 0: same as epochs (the official init_epoch)
     first_task_lr_scale: float = 1.0  # task 0 trains at lr_* x this (the official init_lr / lrate ratio)
     # multistep: x lr_decay at each milestone (SD-LoRA's code); cosine: the CosineSchedule of the CODA-Prompt and
     # InfLoRA code (their Adam runs), epoch e of K at lr * cos(99 pi e / (200 (K - 1)))
@@ -102,10 +108,10 @@ class BackboneConfig:
 class DataConfig:
     benchmark: str = "digits"
     data_root: str = ""  # folder of a benchmark's local files ('' for the embedded digits)
-    num_tasks: int = 0  # 0: the benchmark's default
+    num_tasks: int = resolved(0)  # 0: the benchmark's default
     classes_per_task: int = 0  # 0: from num_tasks
     class_order_seed: int = -1  # -1: the benchmark's default seed
-    image_size: int = 0  # 0: the benchmark's default
+    image_size: int = resolved(0)  # 0: the benchmark's default
     input_scaling: str = choice("unit", "backbone")  # unit: pixels in [0,1], no mean/std (published numbers)
     # auto: the benchmark's own (crop_flip for the paper's benchmarks and imagefolder, none for digits/omniglot)
     augment: str = choice("auto", "none", "crop_flip")
@@ -178,7 +184,7 @@ class RunConfig:
     variant: str = "slora"
     semantics: str = choice("official", "paper")  # set by the semantics group (slora/conf/semantics/)
     seed: int = 0
-    device: str = "auto"  # auto: cuda when present, else cpu
+    device: str = resolved("auto")  # auto: cuda when present, else cpu
     precision: str = choice("fp32", "bf16", "fp16")  # autocast dtype of forward passes (slora/precision.py)
     out_dir: str = ""  # '' : runs/<variant>-<benchmark>-<timestamp>
     resume: bool = False  # continue the run in out_dir after its last finished stage (its stage checkpoint)

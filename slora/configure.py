@@ -33,6 +33,7 @@ class Leaf(typing.NamedTuple):
     type: Any
     choices: tuple[str, ...]  # empty: any value of the type
     methods: tuple[str, ...]  # the methods that read it; empty: every method
+    resolved: bool = False  # its default means "the benchmark's own" or "auto" (slora.config.resolved)
 
 
 def leaf_fields(cls: type, prefix: str = "") -> dict[str, Leaf]:
@@ -44,8 +45,14 @@ def leaf_fields(cls: type, prefix: str = "") -> dict[str, Leaf]:
             out.update(leaf_fields(hints[f.name], f"{prefix}{f.name}."))
         else:
             out[f"{prefix}{f.name}"] = Leaf(hints[f.name], tuple(f.metadata.get("choices", ())),
-                                            tuple(f.metadata.get("methods", ())))
+                                            tuple(f.metadata.get("methods", ())), f.metadata.get("resolved", False))
     return out
+
+
+def resolved_defaults() -> dict[str, Any]:
+    """The run config's fields whose defaults a run resolves (0: the benchmark's own; "auto"), with those defaults."""
+    defaults = flat_config(RunConfig())
+    return {path: defaults[path] for path, leaf in leaf_fields(RunConfig).items() if leaf.resolved}
 
 
 def resolve_key(key: str, paths: typing.Iterable[str]) -> str:

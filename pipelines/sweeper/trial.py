@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slora.config import RunConfig
-from slora.configure import compose_run, flat_config
+from slora.configure import compose_run, flat_config, resolved_defaults
 
 from . import tracking
 
@@ -90,12 +90,10 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     trainer.fit()
 
 
-# Config values that mean "the benchmark's own": the Train worker logs what they resolved to (worker.py).
-AUTO_VALUES = {"data.num_tasks": 0, "data.image_size": 0, "optim.first_task_epochs": 0, "device": "auto"}
-
-
 def _resolved_by_worker(key: str, value) -> bool:
-    return key in AUTO_VALUES and value == AUTO_VALUES[key]
+    """A value the Train worker resolves and logs (worker.py resolved_params)."""
+    auto = resolved_defaults()
+    return key in auto and value == auto[key]
 
 
 def run_name(variant: str, sampled: dict, trial_id: str) -> str:

@@ -23,11 +23,10 @@ from slora.data import load_benchmark
 from slora.runner import save_merged_stage
 from slora.metrics import projected_accuracy
 from slora.seeds import mean_over_seeds, seed_config
-from slora.configure import flat_config
+from slora.configure import flat_config, resolved_defaults
 from slora.variants import VARIANTS
 
 from . import tracking
-from .trial import AUTO_VALUES
 
 NODE_TAG = "ray_node_id"
 
@@ -86,7 +85,7 @@ def train_worker(config: dict) -> None:
 
 
 def resolved_params(run: ContinualRun, device) -> dict:
-    """What the config's "auto" values became (pipelines/sweeper/trial.py AUTO_VALUES), the classes of each task and
+    """What the config's resolved values became (slora.configure.resolved_defaults), the classes of each task and
     the LoRA rank each task gets (rank reduction lowers it): the run shows what it actually trained."""
     cfg, bench = run.cfg, run.bench
     out = {"data.num_tasks": len(bench.task_sizes), "data.image_size": bench.image_shape[-1],
@@ -97,7 +96,8 @@ def resolved_params(run: ContinualRun, device) -> dict:
         out["adapter.ranks_used"] = ",".join(str(VARIANTS[cfg.variant].rank_for_task(t, cfg.adapter))
                                              for t in range(len(bench.task_sizes)))
     given = flat_config(cfg)  # a value the trial driver logged stays as it is (MLflow params are write-once)
-    return {k: v for k, v in out.items() if k not in AUTO_VALUES or given[k] == AUTO_VALUES[k]}
+    auto = resolved_defaults()
+    return {k: v for k, v in out.items() if k not in auto or given[k] == auto[k]}
 
 
 def _seed_runs(cfg, seeds: int, device, ddp_rank: int, world_size: int) -> list[ContinualRun]:
