@@ -14,8 +14,7 @@ from slora.training import build_optimizer
 from tiny import CLASSES_PER_TASK, OPTIM, images, tiny_vit
 
 EVAL = images(6, seed=9)
-METHODS = pytest.mark.parametrize("name", ["slora", "slora_pp", "seq_lora", "simplecil", "seq_ft", "inflora",
-                                           "coda_prompt", "l2p", "dualprompt"])
+METHODS = pytest.mark.parametrize("name", sorted(LEARNERS))  # every registered method, as timm tests list_models()
 PROMPTS = ("coda_prompt", "l2p", "dualprompt")  # two forward passes: exported in their own format, not as a plain ViT
 
 

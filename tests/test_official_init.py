@@ -11,15 +11,15 @@ import torch.nn.functional as F
 
 from slora.configure import compose_run
 from slora.learner import Task
-from slora.learners import build_learner
+from slora.learners import LEARNERS, build_learner
 from slora.learners.coda_prompt import gram_schmidt
 from tiny import images, tiny_vit
 
 NEW = 600  # new classes in one task: enough head numbers for a 5% check of a standard deviation
-# the rule each method's official code uses for new classifier rows (slora/heads.py names the files)
-OFFICIAL_HEAD = {"slora": "simple_linear", "slora_pp": "simple_linear", "seq_lora": "simple_linear",
-                 "seq_ft": "simple_linear", "simplecil": "simple_linear", "inflora": "nn_linear",
-                 "coda_prompt": "nn_linear", "l2p": "nn_linear", "dualprompt": "nn_linear"}
+# the rule each method's official code uses for new classifier rows (slora/heads.py names the files): nn.Linear's
+# default for InfLoRA's and CODA-Prompt's code, SD-LoRA's / PILOT's SimpleLinear for every other registered method
+NN_LINEAR = ("inflora", "coda_prompt", "l2p", "dualprompt")
+OFFICIAL_HEAD = {name: "nn_linear" if name in NN_LINEAR else "simple_linear" for name in LEARNERS}
 
 
 def head_of(learner) -> torch.nn.Linear:
