@@ -14,6 +14,7 @@ import yaml
 from search_spaces import as_dict
 
 from . import tracking
+from .state import SweepRun
 from .results import best_per_variant, pareto_front
 
 BEST_SCORES = ("val_accuracy", "test_accuracy", "test_average_incremental_accuracy", "test_forgetting")
@@ -31,8 +32,9 @@ def space_yaml(params) -> str:
     return yaml.safe_dump(as_dict(params), sort_keys=False)
 
 
-def summarise_parent(uri: str, experiment_id: str, parent: str, name: str, params, table: list[dict],
-                     run_statuses: dict[str, str], num_stages: int, summary: dict) -> None:
+def summarise_parent(run: SweepRun, table: list[dict], run_statuses: dict[str, str], summary: dict) -> None:
+    uri, experiment_id, parent = run.uri, run.target.experiment_id, run.target.parent_run_id
+    name, params, num_stages = run.name, run.params, run.num_stages
     finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
     counts = {status: sum(s == status for s in run_statuses.values()) for status in ("finished", "pruned", "failed")}
     per_variant = best_per_variant(table, num_stages)

@@ -3,9 +3,15 @@ on test), the registered model, the Pareto front, the best trial per variant, th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from slora.report import format_table, stage_table
 
 from . import tracking
+from .state import SweepRun
+
+if TYPE_CHECKING:  # Ray is imported only once a sweep runs
+    from ray.tune import ResultGrid
 from .endings import end_trial
 from .results import VARIANT_COLUMNS, best_per_variant, pareto_front, results_table, write_table
 
@@ -16,10 +22,11 @@ def _score(row: dict, key: str) -> str:
     return f"{row[key]:.2%}" + (f" ± {spread:.2%}" if spread is not None and spread == spread else "")
 
 
-def finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages, out_dir, log
-           ) -> tuple[dict, list[dict], dict[str, str]]:
+def finish(run: SweepRun, grid: ResultGrid, log) -> tuple[dict, list[dict], dict[str, str]]:
     """Statuses, the results table, the best finished trial, the registered model, the MLflow UI command;
     -> (summary, results table, {run id: status})."""
+    sweep, name, params, num_stages, out_dir = run.sweep, run.name, run.params, run.num_stages, run.out_dir
+    uri, experiment_id, parent = run.uri, run.target.experiment_id, run.target.parent_run_id
     statuses = {}  # what Tune's results say, for runs the callback did not end (a sweep resumed after a crash)
     for result in grid:
         metrics = result.metrics or {}

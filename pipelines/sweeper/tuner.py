@@ -17,7 +17,8 @@ from . import parent as parent_run
 from . import tracking
 from .options import SweepConfig, absolute_paths
 from .preflight import prepare
-from .resources import plan
+from .resources import TrialResources, plan
+from .state import SweepRun
 from .summary import finish
 from .trial import TrialSettings, trial_driver
 
@@ -29,8 +30,28 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
               shared_ray: bool = False) -> dict:
     """One sweep. shared_ray: Ray was started by the caller (start_ray), which runs several sweeps on it and shuts it
     down itself; a sweep on an existing cluster (address=) never shuts it down either."""
-    cwd = Path.cwd()
     started = time.perf_counter()
+    run = plan_sweep(sweep, run_overrides, space_overrides)  # every input checked: nothing written yet
+    open_tracking(run, log)
+    import ray
+
+    log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
+    owns_ray = not (sweep.address or shared_ray)
+    try:
+        resources = find_resources(sweep, log)
+        grid, resumed = fit(run, resources, log)
+        if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
+            ray.shutdown()
+        return report(run, grid, resources.concurrent, resumed, time.perf_counter() - started, log)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def plan_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict) -> SweepRun:
+    """Name, paths, space and base config; a resumed sweep's recorded inputs checked against these. Before MLflow
+    or Ray is touched."""
+    cwd = Path.cwd()
     run_overrides = absolute_paths(run_overrides)
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -42,93 +63,99 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     out_dir = Path(sweep.out_dir or cwd / "runs" / name).resolve()
     state_file = out_dir / "sweep.json"
     previous = json.loads(state_file.read_text()) if sweep.resume and state_file.exists() else {}
-    searched_over = sweep_inputs(sweep, params, base, run_overrides)
-    first = searched_over["first_trials"]
-    if previous and (changed := changed_inputs(previous, searched_over)):
+    inputs = sweep_inputs(sweep, params, base, run_overrides)
+    if previous and (changed := changed_inputs(previous, inputs)):
         raise ConfigError(f"sweep {name} in {out_dir} ran with other {changed}; resume it with the same command, or "
                           "start a new sweep (another name= and out_dir=)")
     uri = sweep.tracking_uri or tracking.default_tracking_uri(cwd)
     tracking.check_reachable(uri)
     if not (sweep.address or os.environ.get("RAY_ADDRESS")):
         _refuse_a_second_local_ray()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifact_root = (cwd / "mlartifacts") if uri.startswith("sqlite") else None
+    return SweepRun(sweep, name, base, params, num_stages, run_overrides, storage, out_dir, inputs, previous,
+                    tracking.TrackingTarget(uri, "", ""))
+
+
+def open_tracking(run: SweepRun, log) -> None:
+    """The experiment and the sweep's parent run (the resumed sweep's own), and sweep.json recording them."""
+    sweep, uri = run.sweep, run.uri
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    artifact_root = (Path.cwd() / "mlartifacts") if uri.startswith("sqlite") else None
     experiment_id = tracking.prepare_experiment(uri, sweep.experiment, artifact_root)
-    searched = [p.key for p in params if p.kind != "value"]
     # the base config as trials ran it: the space's constants in, the searched keys (no trial used their base) out
-    base_params = {k: v for k, v in {**flat_config(base), **constants(params)}.items() if k not in searched}
-    parent = tracking.start_parent(uri, experiment_id, name,
+    base_params = {k: v for k, v in {**flat_config(run.base), **constants(run.params)}.items()
+                   if k not in run.searched}
+    parent = tracking.start_parent(uri, experiment_id, run.name,
                                    {**{f"sweep.{k}": v for k, v in asdict(sweep).items()}, **base_params},
-                                   previous.get("parent_run_id", ""),
-                                   parent_run.start_description(name, sweep.variant, base.data.benchmark,
-                                                                sweep.num_samples, num_stages, searched))
+                                   run.previous.get("parent_run_id", ""),
+                                   parent_run.start_description(run.name, sweep.variant, run.base.data.benchmark,
+                                                                sweep.num_samples, run.num_stages, run.searched))
+    run.target = tracking.TrackingTarget(uri, experiment_id, parent)
     # what it searches, over which base, so a resume (or compare.py reusing a finished sweep) can tell it is stale
-    state_file.write_text(json.dumps({"name": name, "storage_path": storage, "parent_run_id": parent,
-                                      **searched_over}, default=str))
-    log(f"sweep {name}: {sweep.num_samples} trials x {num_stages} stages, space {sweep.variant}; "
+    (run.out_dir / "sweep.json").write_text(json.dumps({"name": run.name, "storage_path": run.storage,
+                                                       "parent_run_id": parent, **run.inputs}, default=str))
+    log(f"sweep {run.name}: {sweep.num_samples} trials x {run.num_stages} stages, space {sweep.variant}; "
         f"MLflow {uri} (experiment {sweep.experiment}, parent run {parent})")
 
+
+def find_resources(sweep: SweepConfig, log) -> TrialResources:
     import ray
+
+    cluster = ray.cluster_resources()
+    resources = plan(sweep, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    log(f"resources: {resources.describe(cluster.get('CPU', 1), cluster.get('GPU', 0), sweep.workers_per_trial)}")
+    return resources
+
+
+def fit(run: SweepRun, resources: TrialResources, log):
+    """Tune over the trials (a new Tuner, or the interrupted one restored); -> (its ResultGrid, whether resumed)."""
     from ray import tune
 
     from .callback import TrialEndings
 
-    log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
-    owns_ray = not (sweep.address or shared_ray)
-    try:
-        cluster = ray.cluster_resources()
-        resources = plan(sweep, cluster.get("CPU", 1), cluster.get("GPU", 0))
-        log(f"resources: {resources.describe(cluster.get('CPU', 1), cluster.get('GPU', 0), sweep.workers_per_trial)}")
-        concurrent = resources.concurrent
-        settings = TrialSettings(
-            base_overrides=dict(run_overrides), constants=constants(params),
-            tracking=tracking.TrackingTarget(uri, experiment_id, parent), storage_path=storage,
-            workers_per_trial=sweep.workers_per_trial, cpus_per_worker=resources.cpus_per_worker,
-            gpus_per_worker=resources.gpus_per_worker, max_failures=sweep.max_failures,
-            save_merged=sweep.save_merged, kill_worker_at_stage=sweep.kill_worker_at_stage,
-            seeds_per_trial=sweep.seeds_per_trial,
-        )
-        trainable = tune.with_resources(tune.with_parameters(trial_driver, settings=settings), {"cpu": 0.01})
-        experiment_path = f"{storage.rstrip('/')}/{name}"
-        resumed = sweep.resume and tune.Tuner.can_restore(experiment_path)
-        if resumed:
-            log(f"resuming {experiment_path}: finished trials are kept, unfinished ones continue")
-            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=_tune_config(sweep, params, base, num_stages, concurrent, log, first),
-                run_config=tune.RunConfig(name=name, storage_path=storage,
-                                          # a trial driver lost with its node restarts; its trainer resumes
-                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                          callbacks=[TrialEndings(settings.tracking, num_stages)]),
-            )
-        grid = tuner.fit()
-        if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
-            ray.shutdown()
-        summary, table, run_statuses = finish(sweep, name, grid, params, uri, experiment_id, parent, num_stages,
-                                              out_dir, log)
-        summary["wall_seconds"] = time.perf_counter() - started
-        training = summary.pop("training_seconds")
-        if resumed:  # the trials' training spans every call of the sweep, the wall time only this one
-            summary["platform_overhead_per_trial_seconds"] = None
-            log(f"this call's wall time {summary['wall_seconds']:.0f}s, trials' own training over every call "
-                f"{training:.0f}s (a resumed sweep's platform overhead is not measured)")
-        else:
-            summary["platform_overhead_per_trial_seconds"] = overhead_per_trial(
-                summary["wall_seconds"], training, summary["trials"], concurrent)
-            log(f"sweep wall time {summary['wall_seconds']:.0f}s ({concurrent} trials at a time), trials' own "
-                f"training {training:.0f}s, platform overhead per trial "
-                f"{summary['platform_overhead_per_trial_seconds']:.1f}s")
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        parent_run.summarise_parent(uri, experiment_id, parent, name, params, table, run_statuses, num_stages,
-                                    summary)
-        tracking.set_status(uri, parent, "FINISHED")
-        return summary
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    sweep = run.sweep
+    settings = TrialSettings(
+        base_overrides=dict(run.run_overrides), constants=constants(run.params), tracking=run.target,
+        storage_path=run.storage, workers_per_trial=sweep.workers_per_trial,
+        cpus_per_worker=resources.cpus_per_worker, gpus_per_worker=resources.gpus_per_worker,
+        max_failures=sweep.max_failures, save_merged=sweep.save_merged,
+        kill_worker_at_stage=sweep.kill_worker_at_stage, seeds_per_trial=sweep.seeds_per_trial,
+    )
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, settings=settings), {"cpu": 0.01})
+    experiment_path = f"{run.storage.rstrip('/')}/{run.name}"
+    if sweep.resume and tune.Tuner.can_restore(experiment_path):
+        log(f"resuming {experiment_path}: finished trials are kept, unfinished ones continue")
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit(), True
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=_tune_config(sweep, run.params, run.base, run.num_stages, resources.concurrent, log,
+                                 run.inputs["first_trials"]),
+        run_config=tune.RunConfig(name=run.name, storage_path=run.storage,
+                                  # a trial driver lost with its node restarts; its trainer resumes
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  callbacks=[TrialEndings(run.target, run.num_stages)]),
+    )
+    return tuner.fit(), False
+
+
+def report(run: SweepRun, grid, concurrent: int, resumed: bool, wall: float, log) -> dict:
+    """The sweep's end (summary.finish), its timing, summary.json and the parent run's summary."""
+    summary, table, run_statuses = finish(run, grid, log)
+    summary["wall_seconds"] = wall
+    training = summary.pop("training_seconds")
+    if resumed:  # the trials' training spans every call of the sweep, the wall time only this one
+        summary["platform_overhead_per_trial_seconds"] = None
+        log(f"this call's wall time {wall:.0f}s, trials' own training over every call {training:.0f}s (a resumed "
+            "sweep's platform overhead is not measured)")
+    else:
+        summary["platform_overhead_per_trial_seconds"] = overhead_per_trial(wall, training, summary["trials"],
+                                                                            concurrent)
+        log(f"sweep wall time {wall:.0f}s ({concurrent} trials at a time), trials' own training {training:.0f}s, "
+            f"platform overhead per trial {summary['platform_overhead_per_trial_seconds']:.1f}s")
+    (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    parent_run.summarise_parent(run, table, run_statuses, summary)
+    tracking.set_status(run.uri, run.target.parent_run_id, "FINISHED")
+    return summary
 
 
 def overhead_per_trial(wall: float, training: float, trials: int, concurrent: int) -> float:
