@@ -92,6 +92,40 @@ def wants_config(argv: list[str]) -> tuple[bool, list[str]]:
     return True, argv[:at] + argv[at + 2:]
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def wants_multirun(argv: list[str]) -> tuple[bool, list[str]]:
+    """Hydra's ``-m`` / ``--multirun``: run every point of the grid the sweep values span."""
+    return any(arg in MULTIRUN_FLAGS for arg in argv), [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+
+
+def expand_sweeps(argv: list[str]) -> list[list[str]]:
+    """Hydra's basic sweeper: each comma list, ``range(a,b[,step])`` or ``choice(...)`` value is an axis; -> the
+    key=value list of every point of their grid, the first swept key varying slowest. A quoted value or a [list] is
+    one value, as in Hydra."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    split_overrides(argv)  # every argument is key=value, or a one-line error says which is not
+    parser, axes = OverridesParser.create(), []
+    for arg in argv:
+        key, value = arg.split("=", 1)
+        if not any(mark in value for mark in (",", "range(", "choice(")):  # plain values: paths parse as they are
+            axes.append([arg])
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception as err:  # Hydra's grammar error: one line naming the argument
+            raise ConfigError(f"{arg}: {one_line(err)}") from None
+        if override.is_sweep_override():
+            axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:  # a quoted value is the string inside the quotes; a [list] stays as written
+            axes.append([f"{key}={override.value()}" if value[:1] in "'\"" else arg])
+    return [list(point) for point in itertools.product(*axes)]
+
+
 # -- the run config --------------------------------------------------------------------------------------------
 def compose_run(overrides: list[str] | dict[str, Any]) -> RunConfig:
     """Compose, type and validate a run config from command-line pairs (text) or typed values (sampled ones)."""

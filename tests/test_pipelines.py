@@ -121,3 +121,16 @@ def test_a_logged_tables_metrics_are_its_means_and_spreads_with_each_seed_in_the
     assert metrics["slora.tuned.test_accuracy.std"] == 0.0
     history = client.get_metric_history(run_id, "l2p.tuned.test_accuracy.per_seed")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.2), (1, 0.3), (2, pytest.approx(0.4))]
+
+
+def test_multirun_runs_the_grid_in_sequence_each_in_its_folder_with_one_table(tmp_path):
+    done = run_script("run.py", "-m", "rank=2,4", "seed=range(0,2)", "num_tasks=2", "epochs=1",
+                      "max_train_per_class=10", "progress=false", "save_merged=none", f"out_dir={tmp_path}")
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in folders] == ["0-rank=2,seed=0", "1-rank=2,seed=1", "2-rank=4,seed=0", "3-rank=4,seed=1"]
+    configs = [json.loads((p / "results.json").read_text())["config"] for p in folders]
+    assert [(c["adapter"]["rank"], c["seed"]) for c in configs] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    table = (tmp_path / "multirun.md").read_text().splitlines()
+    assert len(table) == 6 and table[2].startswith("| rank=2,seed=0 | ") and "multirun: 4 runs" in done.stdout
+    refused = subprocess.run([PYTHON, "pipelines/run.py", "rank=2,4"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--multirun" in refused.stderr  # a sweep value without -m: Hydra's own words
