@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipelines.sweeper.options import grace_stages as sweep_grace_stages
 from pipelines.sweeper.options import parse_sweep_args
 from pipelines.sweeper.tuner import run_sweep
 from slora.config import RunConfig
@@ -154,8 +155,7 @@ def grace_stages(grace: str, curves: dict[str, dict[int, dict]], stages: int) ->
     if grace == "old>new":  # the first stage whose old classes outnumber its new ones
         sizes = task_sizes(curves, stages)
         return next((s + 1 for s in range(1, stages) if sum(sizes[:s]) > sizes[s]), stages)
-    value = float(grace)
-    return max(1, int(value) if value >= 1 else round(value * stages))
+    return sweep_grace_stages(float(grace), stages)  # as the sweep's ASHA counts it
 
 
 def task_sizes(curves: dict[str, dict[int, dict]], stages: int) -> list[int]:
@@ -186,7 +186,7 @@ def setting_row(sweeps: dict, metric: str, grace: str, reduction: int, orders: i
     return {"metric": metric, "grace": grace, "reduction_factor": reduction,
             "median_regret": round(float(np.median(regrets)), 3), "worst_regret": round(max(regrets), 3),
             "worst_as_run": round(max(as_run), 3), "saved": round(float(np.mean(saved)), 3),
-            "regret_per_sweep": [round(r, 3) for r in regrets]}
+            "regret_per_sweep": [round(r, 3) for r in regrets], "as_run_per_sweep": [round(r, 3) for r in as_run]}
 
 
 def replay_asha(curves, order, stages, metric, grace, reduction, concurrency=2, startup=10.0):

@@ -423,6 +423,10 @@ def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():
     assert stopping["worst_as_run"] == pytest.approx(40.0) and stopping["saved"] > 0
     assert setting_row({"s": curves}, "val_accuracy", "3", 3, orders=20)["worst_regret"] == 0.0
     assert grace_stages("old>new", {"s": {1: {"data.task_sizes": "2,2,2,2"}}}, 4) == 3  # 4 old > 2 new at stage 3
+    # a sweep's grace_period: whole stages, or a share of the sequence, never below one stage nor past the last
+    from pipelines.sweeper.options import grace_stages as sweep_grace
+
+    assert [sweep_grace(g, n) for g, n in ((0.3, 10), (0.3, 5), (2, 5), (0.01, 5), (7, 5))] == [3, 2, 2, 1, 5]
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ class SweepConfig:
     # objective, ASHA's ranking, the best trial, the registered model and the Pareto front.
     objective: str = choice("accuracy", "pareto")  # val_accuracy; pareto: also min stored parameters
     scheduler: str = choice("asha", "none")
-    grace_period: int = 1  # stages every trial gets before ASHA may stop it
+    grace_period: float = 1  # stages every trial gets before ASHA may stop it; below 1: that share of the sequence
     # ASHA ranks trials at a rung by average incremental accuracy, not the current stage's accuracy: accuracy
     # after the first stages is inflated (few classes, near 100% on digits' 2-class stage 1) and barely ranks
     # trials. Replaying a measured 8-trial sweep (`bench_asha.py replay=`): keeping 1/3 per rung kept the
@@ -85,12 +85,20 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
     elif not _positive_number(run_overrides[val_key]):
         raise ConfigError(f"{val_key}={run_overrides[val_key]}: a sweep selects on a validation split, so it must "
                           f"be in (0, 1) (default {SWEEP_VAL_FRACTION}); never on test data")
-    for key in ("num_samples", "workers_per_trial", "reduction_factor", "grace_period", "seeds_per_trial",
-                "trials_per_gpu"):
+    for key in ("num_samples", "workers_per_trial", "reduction_factor", "seeds_per_trial", "trials_per_gpu"):
         if getattr(sweep, key) < 1:
             raise ConfigError(f"{key}={getattr(sweep, key)}: must be >= 1")
+    if not (0 < sweep.grace_period < 1 or (sweep.grace_period >= 1 and sweep.grace_period == int(sweep.grace_period))):
+        raise ConfigError(f"grace_period={sweep.grace_period}: give whole stages (1, 2, ...) or a share of the "
+                          "sequence below 1 (0.3: the first 30% of the stages)")
     amount("cpus_per_worker", sweep.cpus_per_worker), amount("gpus_per_worker", sweep.gpus_per_worker)
     return sweep, run_overrides, space_overrides
+
+
+def grace_stages(grace_period: float, num_stages: int) -> int:
+    """The stages every trial runs before ASHA may stop it: whole stages, or a share of the sequence (at least 1)."""
+    stages = round(grace_period * num_stages) if grace_period < 1 else int(grace_period)
+    return min(max(1, stages), num_stages)
 
 
 def _positive_number(text: str) -> bool:

@@ -15,7 +15,7 @@ from slora.configure import ConfigError, flat_config
 
 from . import parent as parent_run
 from . import tracking
-from .options import SweepConfig, absolute_paths
+from .options import SweepConfig, absolute_paths, grace_stages
 from .preflight import prepare
 from .resources import TrialResources, plan
 from .state import SweepRun
@@ -213,7 +213,7 @@ def _tune_config(sweep, params, base, num_stages, concurrent, log, first: list[d
         metric, mode = "val_accuracy", "max"
         scheduler = None if sweep.scheduler == "none" else ASHAScheduler(
             time_attr="stages_done", metric=f"val_{sweep.asha_metric}", mode="max", max_t=num_stages,
-            grace_period=min(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
+            grace_period=grace_stages(sweep.grace_period, num_stages), reduction_factor=sweep.reduction_factor,
             stop_last_trials=False,  # the default stops trials at their final report and leaks (docs/platform.md §5)
         )
     searcher = StageAwareOptunaSearch(space=DefineByRun(params, fixed), metric=metric, mode=mode,
