@@ -49,6 +49,7 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "val_fraction=0.999"], "val_fraction=0.999: class '\\d' has"),
         (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"],
          "reads either the Tiny-ImageNet release"),
+        (["variant=slora", "rank=4,8"], "rank=4,8: a sweep searches a key with space.rank=[...], its values"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
                                                 "average_incremental_accuracy, accuracy, projected_accuracy"),
     ],

@@ -13,8 +13,8 @@ from search_spaces import available_spaces
 
 from .resources import amount
 from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice, group_options
-from slora.configure import (ConfigError, describe_keys, leaf_fields, parse_options, resolve_key, run_keys_help,
-                             split_overrides)
+from slora.configure import (ConfigError, describe_keys, expand_sweeps, leaf_fields, parse_options, resolve_key,
+                             run_keys_help, split_overrides)
 
 SPACE_PREFIX = "space."
 
@@ -72,13 +72,19 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
             space_overrides[key[len(SPACE_PREFIX):]] = value
         else:
             (sweep_pairs if key in names else run_overrides)[key] = value
+    paths = leaf_fields(RunConfig)
+    for key, value in run_overrides.items():
+        if key in ("variant", "benchmark", "semantics", "backbone") or paths[resolve_key(key, paths)].type is str:
+            continue  # a string may hold commas (classes=a,b)
+        if len(expand_sweeps([f"{key}={value}"])) > 1:  # Hydra's "add --multirun" would not help here
+            raise ConfigError(f"{key}={value}: a sweep searches a key with {SPACE_PREFIX}{key}=[...], its values "
+                              f"sampled by Optuna (e.g. {SPACE_PREFIX}{key}=[{value}])")
     sweep = parse_options(SweepConfig, sweep_pairs)
     if sweep.variant != "all":
         if sweep.variant not in group_options("variant"):
             raise ConfigError(f"unknown variant {sweep.variant!r}; valid variants: "
                               f"{', '.join(group_options('variant'))}, all")
         run_overrides["variant"] = sweep.variant
-    paths = leaf_fields(RunConfig)
     val_key = next((k for k in run_overrides if k != "variant" and resolve_key(k, paths) == "data.val_fraction"), None)
     if val_key is None:
         run_overrides["data.val_fraction"] = str(SWEEP_VAL_FRACTION)
