@@ -51,7 +51,7 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
          "reads either the Tiny-ImageNet release"),
         (["variant=slora", "rank=4,8"], "rank=4,8: a sweep searches a key with space.rank=[...], its values"),
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
-                                                "average_incremental_accuracy, accuracy, projected_accuracy"),
+                                                "projected_accuracy, average_incremental_accuracy, accuracy"),
     ],
 )
 def test_bad_input_is_rejected_before_ray_starts(args, expected):
