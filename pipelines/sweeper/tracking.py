@@ -216,7 +216,7 @@ def metric_histories(uri: str, run_id: str) -> dict[int, dict[str, float]]:
 def register_best(uri: str, run_id: str, stage: int, model_name: str, description: str, tags: dict,
                   image_shape: tuple[int, int, int], num_classes: int) -> str:
     """Register the best trial's merged model (its stage's artifact folder) as an MLflow pyfunc model
-    (slora/serving.py: float32 images in, one logit per class out, or class names) with a description, tags, a
+    (slora/pyfunc_model.py: float32 images in, one logit per class out, or class names) with a description, tags, a
     signature, an input example and its requirements; -> the version. The model folder is logged beside the merged
     weights it wraps (``model/stage_XX``), so ``mlflow.pyfunc.load_model("models:/NAME@champion")`` and
     ``mlflow models serve`` load it."""
@@ -244,7 +244,7 @@ def register_best(uri: str, run_id: str, stage: int, model_name: str, descriptio
 
 
 def save_pyfunc(path: Path, weights: str, image_shape: tuple[int, int, int], num_classes: int) -> None:
-    """A pyfunc model folder around a stage folder: slora/serving.py as its code, the slora package beside it,
+    """A pyfunc model folder around a stage folder: slora/pyfunc_model.py as its code, the slora package beside it,
     the run's requirements (the project's dependencies, without the sweep platform's)."""
     from importlib import metadata
 
@@ -254,7 +254,7 @@ def save_pyfunc(path: Path, weights: str, image_shape: tuple[int, int, int], num
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     import slora
-    from slora import serving
+    from slora.serving import WEIGHTS
 
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape), "images")]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]),
@@ -264,8 +264,10 @@ def save_pyfunc(path: Path, weights: str, image_shape: tuple[int, int, int], num
     platform = {"ray", "optuna", "mlflow", "pyarrow", "matplotlib", "scikit-learn", "psutil"}  # sweeps only
     requirements = [r for r in metadata.requires("slora-sweep") or []
                     if Requirement(r).marker is None and Requirement(r).name not in platform]
-    mlflow.pyfunc.save_model(path=str(path), python_model=serving.__file__, artifacts={serving.WEIGHTS: weights},
-                             code_paths=[str(Path(slora.__file__).parent)], signature=signature,
+    package = Path(slora.__file__).parent
+    mlflow.pyfunc.save_model(path=str(path), python_model=str(package / "pyfunc_model.py"),
+                             artifacts={WEIGHTS: weights},
+                             code_paths=[str(package)], signature=signature,
                              input_example=np.zeros((1, *image_shape), dtype=np.float32),
                              pip_requirements=requirements)
 
