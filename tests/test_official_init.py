@@ -68,8 +68,9 @@ def test_coda_prompts_new_components_follow_the_classical_gram_schmidt_of_the_of
     assert (F.normalize(modified, dim=0) - new[0]).abs().max() > 1e-3
 
 
-def _training_prefixes(name: str, **keys):
-    learner = build_learner(compose_run({"variant": name, **keys}), tiny_vit())
+def _training_prefixes(name: str, keys: dict, vit=None):
+    """A prompt learner in its first task, training, after one forward of its prompts on random queries."""
+    learner = build_learner(compose_run({"variant": name, **keys}), vit or tiny_vit())
     x = images(8)
     learner.begin_task(Task(index=0, num_new_classes=2, known=0, data=lambda: iter([(x, torch.arange(8) % 2)]),
                             num_tasks=2))
@@ -80,7 +81,7 @@ def _training_prefixes(name: str, **keys):
 
 
 def test_l2p_pull_term_sums_the_official_batch_by_batch_index():
-    learner, query = _training_prefixes("l2p", **{"l2p.pool_size": 6, "l2p.top_k": 2, "l2p.pull_coefficient": 0.5})
+    learner, query = _training_prefixes("l2p", {"l2p.pool_size": 6, "l2p.top_k": 2, "l2p.pull_coefficient": 0.5})
     cosine = F.normalize(query, dim=1) @ F.normalize(learner.keys, dim=1).T
     chosen = cosine.topk(2, dim=1).indices
     # every image's query against the keys chosen for every image of the batch: B * B * k terms
@@ -91,14 +92,7 @@ def test_l2p_pull_term_sums_the_official_batch_by_batch_index():
 def test_dualprompt_pull_term_sums_over_the_batch_and_the_e_blocks():
     deeper = timm.create_model("vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, embed_dim=24, depth=4,
                                num_heads=2, num_classes=0)
-    learner = build_learner(compose_run({"variant": "dualprompt", "dualprompt.length": 2, "dualprompt.g_length": 2}),
-                            deeper)
-    x = images(8)
-    learner.begin_task(Task(index=0, num_new_classes=2, known=0, data=lambda: iter([(x, torch.arange(8) % 2)]),
-                            num_tasks=2))
-    learner.train()
-    query = torch.randn(5, learner.dim)
-    learner.prefixes(query)
+    learner, query = _training_prefixes("dualprompt", {"dualprompt.length": 2, "dualprompt.g_length": 2}, deeper)
     expected = sum((1 - F.normalize(query, dim=1) @ F.normalize(getattr(learner, f"k_{layer}")[0], dim=0)).sum()
                    for layer in learner.e_layers)
     assert torch.allclose(learner.extra_loss, expected, atol=1e-5)

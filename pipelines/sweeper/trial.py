@@ -51,7 +51,8 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     cfg = trial_config(settings, config)
     cfg.progress = False
     cfg.save_merged = settings.save_merged  # what the trial does, so what its run shows
-    params = {k: v for k, v in flat_config(cfg).items() if not _resolved_by_worker(k, v)}
+    auto = resolved_defaults()  # values the Train worker resolves and logs itself (worker.py resolved_params)
+    params = {k: v for k, v in flat_config(cfg).items() if not (k in auto and v == auto[k])}
     params.update({"resources.workers": settings.workers_per_trial, "resources.cpus_per_worker":
                    settings.cpus_per_worker, "resources.gpus_per_worker": settings.gpus_per_worker})
     run_id = tracking.child_run(settings.tracking, trial_id, run_name(cfg.variant, config, trial_id), params,
@@ -88,12 +89,6 @@ def trial_driver(config: dict, settings: TrialSettings) -> None:
     # A failure (NaN loss, too many lost workers) fails this trial alone; its run is ended by the sweep's process
     # (endings.py), which can tell a failure from a stop by ASHA.
     trainer.fit()
-
-
-def _resolved_by_worker(key: str, value) -> bool:
-    """A value the Train worker resolves and logs (worker.py resolved_params)."""
-    auto = resolved_defaults()
-    return key in auto and value == auto[key]
 
 
 def run_name(variant: str, sampled: dict, trial_id: str) -> str:
