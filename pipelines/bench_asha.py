@@ -30,7 +30,7 @@ from pipelines.sweeper.options import grace_stages as sweep_grace_stages
 from pipelines.sweeper.options import parse_sweep_args
 from pipelines.sweeper.tuner import run_sweep
 from slora.config import RunConfig
-from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
+from slora.configure import ConfigError, compose_run, keys_read, leaf_fields, split_overrides
 from slora.metrics import projected_accuracy
 from slora.runner import run_continual
 
@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
 def seed_spread(best: dict, extra_seeds: int, out_dir: Path) -> dict:
     """Final test accuracy of the best trial's config over its own seed and ``extra_seeds`` more (run here)."""
     paths = leaf_fields(RunConfig)
-    flat = {k: str(v) for k, v in best.items() if k in paths and k != "out_dir" and v is not None}
+    flat, _ = keys_read({k: str(v) for k, v in best.items() if k in paths and k != "out_dir" and v is not None},
+                        str(best.get("variant")))  # a trial logs every key, also those its method ignores
     seed = int(flat.get("seed", 0))
     accuracies = [best["test_accuracy"]]
     for extra in range(1, extra_seeds + 1):

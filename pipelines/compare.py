@@ -30,7 +30,7 @@ from pipelines.sweeper.options import SweepConfig, absolute_paths, parse_sweep_a
 from pipelines.sweeper.tuner import changed_inputs, run_sweep, sweep_inputs
 from search_spaces import load_space
 from slora.config import SWEEP_VAL_FRACTION, RunConfig
-from slora.configure import ConfigError, compose_run, leaf_fields, split_overrides
+from slora.configure import ConfigError, compose_run, keys_read, leaf_fields, split_overrides
 from slora.data import load_benchmark
 from slora.runner import run_continual
 from slora.seeds import seed_config
@@ -47,19 +47,21 @@ def main(argv: list[str]) -> int:
         out_dir = Path(options.pop("out_dir", "runs/compare")).resolve()
         sweep_names = {f.name for f in fields(SweepConfig)}
         sweep_keys = {k: options.pop(k) for k in list(options) if k in sweep_names or k.startswith("space.")}
-        run_keys = {"data.val_fraction": str(SWEEP_VAL_FRACTION), **options, "progress": "false", "save_merged": "none"}
+        protocol = {}
         for method in methods:  # every setting, and every sweep already on disk, checked before any sweep starts
             try:
-                check_reusable(method, num_samples, out_dir / "sweeps", sweep_keys, options)
-                compose_run({**run_keys, "variant": method})
+                protocol[method] = method_keys(method, sweep_keys, options)
+                check_reusable(method, num_samples, out_dir / "sweeps", *protocol[method])
+                compose_run({**run_keys(protocol[method][1]), "variant": method})
             except (ConfigError, ValueError) as err:
                 raise ConfigError(f"{method}: {err}") from err
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    order_seed = load_benchmark(compose_run({**run_keys, "variant": methods[0]}).data).order_seed
+    order_seed = load_benchmark(compose_run({**run_keys(protocol[methods[0]][1]), "variant": methods[0]}).data
+                                ).order_seed
     try:
-        rows = compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys, order_seed)
+        rows = compare(num_samples, seeds, out_dir, protocol, order_seed)
     except SweepIncomplete as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
@@ -76,16 +78,34 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def compare(methods, num_samples, seeds, out_dir, sweep_keys, options, run_keys, order_seed) -> list[dict]:
+def run_keys(options: dict) -> dict:
+    """A seed run's keys: the protocol's, the sweeps' validation split (so tuned rows train on what their sweep
+    trained on), and no progress bars or exports."""
+    return {"data.val_fraction": str(SWEEP_VAL_FRACTION), **options, "progress": "false", "save_merged": "none"}
+
+
+def method_keys(method: str, sweep_keys: dict, options: dict) -> tuple[dict, dict]:
+    """The protocol's sweep and run keys that ``method`` reads. A shared key only other methods read (SimpleCIL
+    trains nothing, so it reads no optimiser key) is not passed to it, and the command says so."""
+    spaces, unread_space = keys_read({k.removeprefix("space."): v for k, v in sweep_keys.items()
+                                      if k.startswith("space.")}, method)
+    options, unread = keys_read(options, method)
+    if unread or unread_space:
+        print(f"{method} does not read {', '.join(sorted({*unread, *unread_space}))}: not passed to it", flush=True)
+    return ({**{k: v for k, v in sweep_keys.items() if not k.startswith("space.")},
+             **{f"space.{k}": v for k, v in spaces.items()}}, options)
+
+
+def compare(num_samples, seeds, out_dir, protocol, order_seed) -> list[dict]:
     """Each method's sweep, then its official and tuned settings on every seed -> one row per (method, settings,
-    seed)."""
+    seed). ``protocol``: each method's (sweep keys, run keys), from method_keys."""
     rows = []
-    for method in methods:
+    for method, (sweep_keys, options) in protocol.items():
         best, preset = tuned_sweep(method, num_samples, out_dir / "sweeps", sweep_keys, options)
-        tuned = {k: v for k, v in best.items() if k in leaf_fields(RunConfig) and k not in NOT_A_SETTING}
-        official = compose_run({**run_keys, "variant": method})
-        settings = {"official": official,
-                    "tuned": compose_run({**tuned, **{k: run_keys[k] for k in ("progress", "save_merged")}})}
+        tuned, _ = keys_read({k: v for k, v in best.items() if k in leaf_fields(RunConfig) and k not in NOT_A_SETTING
+                              }, method)  # a trial logs every key, also those its method ignores
+        official = compose_run({**run_keys(options), "variant": method})
+        settings = {"official": official, "tuned": compose_run({**tuned, "progress": "false", "save_merged": "none"})}
         if preset and all(str(best.get(k)) == str(v) for k, v in preset.items()):
             print(f"{method}: its official settings (the sweep's first trial) won on validation; tuned = official",
                   flush=True)
@@ -110,7 +130,7 @@ class SweepIncomplete(RuntimeError):
 
 
 def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict,
-                run_keys: dict) -> tuple[dict, dict]:
+                options: dict) -> tuple[dict, dict]:
     """The method's sweep (resumed if interrupted, skipped if finished) -> (its best finished trial, chosen on val;
     the official settings' values it started from, {} if none)."""
     out = sweeps_dir / f"compare-{method}"
@@ -118,7 +138,7 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
     if not (summary_file.is_file() and json.loads(summary_file.read_text()).get("complete")):
         resume = ["resume=true"] if (out / "sweep.json").is_file() else []
         # one local Ray instance for all the methods' sweeps: its start-up is paid once
-        run_sweep(*parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys, run_keys) + resume),
+        run_sweep(*parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys, options) + resume),
                   shared_ray=True)
     summary = json.loads(summary_file.read_text())
     if not summary.get("complete"):  # stopped part-way (Ctrl-C, a lost head): its best is not yet the best
@@ -130,18 +150,18 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
     return summary["best"], first[0]
 
 
-def sweep_args(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> list[str]:
+def sweep_args(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, options: dict) -> list[str]:
     name = f"compare-{method}"
     return [f"variant={method}", f"num_samples={num_samples}", f"name={name}", f"out_dir={sweeps_dir / name}",
-            *(f"{k}={v}" for k, v in {"preset_first": "true", **sweep_keys, **run_keys}.items())]
+            *(f"{k}={v}" for k, v in {"preset_first": "true", **sweep_keys, **options}.items())]
 
 
-def check_reusable(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, run_keys: dict) -> None:
+def check_reusable(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dict, options: dict) -> None:
     """The method's sweep settings are valid (its official settings, the first trial, lie in its space), and a sweep
     of it already in sweeps_dir (finished or not) searched the same space over the same base: else reusing it would
     report a stale selection (ConfigError)."""
     sweep, run_overrides, space_overrides = parse_sweep_args(sweep_args(method, num_samples, sweeps_dir, sweep_keys,
-                                                                        run_keys))
+                                                                        options))
     run_overrides = absolute_paths(run_overrides)
     current = sweep_inputs(sweep, load_space(sweep.variant, space_overrides), compose_run(run_overrides),
                            run_overrides)  # also checks that the official settings lie in the space

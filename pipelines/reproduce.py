@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pipelines.paper_tables import METHODS, OFFICIAL_LOGS, PAPER, SEEDS
 from pipelines.tables import finished_results
 from pipelines.sweeper import tracking
-from slora.configure import ConfigError, compose_run, split_overrides
+from slora.configure import ConfigError, compose_run, keys_for, split_overrides
 from slora.runner import run_continual
 
 SCORES = ("test_accuracy", "test_average_incremental_accuracy", "test_forgetting")
@@ -71,8 +71,9 @@ def plan(argv: list[str]):
     common = {**overrides, "benchmark": benchmark, "semantics": "official", "progress": "false", "save_merged": "none"}
     configs = []
     for method in methods:
+        keys = keys_for(method, common)
         for seed in seeds:
-            cfg = compose_run({**common, "variant": method, "seed": str(seed), "data.class_order_seed": str(seed),
+            cfg = compose_run({**keys, "variant": method, "seed": str(seed), "data.class_order_seed": str(seed),
                                "out_dir": str(out_dir / f"{method}-{seed}")})
             configs.append((method, seed, cfg))
     return configs, benchmark, out_dir, uri

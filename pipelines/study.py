@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pipelines.sweeper import tracking
 from pipelines.tables import finished_results, markdown_cells
 from slora.data import load_benchmark
-from slora.configure import ConfigError, compose_run, split_overrides
+from slora.configure import ConfigError, compose_run, keys_for, keys_read, split_overrides
 from slora.runner import run_continual
 from slora.seeds import seed_config
 from slora.variants import VARIANTS
@@ -37,11 +37,12 @@ def main(argv: list[str]) -> int:
         semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
         tracking_uri = overrides.pop("tracking_uri", "")  # where the table is logged ('' : sqlite <cwd>/mlflow.db)
         common = {**overrides, "progress": "false", "save_merged": "none"}
-        order_seed = load_benchmark(compose_run(dict(common)).data).order_seed
+        order_seed = load_benchmark(compose_run({**keys_read(common, variants[0])[0], "variant": variants[0]}).data
+                                    ).order_seed
         configs = []
         for semantics in semantics_list:
             for variant in variants:
-                base = compose_run({**common, "variant": variant, "semantics": semantics})
+                base = compose_run({**keys_for(variant, common), "variant": variant, "semantics": semantics})
                 for s in range(seeds):
                     cfg = seed_config(base, s, order_seed)
                     cfg.out_dir = str(out_dir / f"{variant}-{semantics}-{s}")

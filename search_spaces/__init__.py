@@ -1,13 +1,17 @@
 """Search spaces, one YAML file per variant (plus `all`), turned into an Optuna define-by-run function.
 
-A parameter is a config key with one of ``choice``, ``loguniform``, ``uniform``, ``int`` or ``value``, and an
-optional ``when: {key: [values]}``: it is sampled only when those earlier keys took one of those values.
-Command-line overrides: ``space.KEY=[a,b,c]`` replaces the choices, ``space.KEY=x`` fixes the parameter.
+A parameter is a config key with one of ``choice``, ``loguniform``, ``uniform``, ``int``, ``value`` or ``grid``, and
+an optional ``when: {key: [values]}``: it is sampled only when those earlier keys took one of those values. A
+``grid`` axis is not sampled: each of its values gets num_samples trials, as Tune's grid_search does.
+Command-line overrides: ``space.KEY=[a,b,c]`` replaces the choices, ``space.KEY=x`` fixes the parameter; a sweep's
+``KEY=a,b`` (pipelines/sweeper/options.py) is a grid axis.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +19,10 @@ from typing import Any
 import yaml
 
 from slora.config import RunConfig
-from slora.configure import ConfigError, check_value, leaf_fields, resolve_key
+from slora.configure import ConfigError, check_read, check_value, leaf_fields, resolve_key
 
 SPACES_DIR = Path(__file__).parent
-KINDS = ("choice", "loguniform", "uniform", "int", "value")
+KINDS = ("choice", "loguniform", "uniform", "int", "value", "grid")
 
 
 @dataclass
@@ -49,8 +53,9 @@ def load_space(name: str, overrides: dict[str, str] | None = None) -> list[Param
         params[resolve_key(key, paths)] = _param(key, spec, paths)
     for key, text in (overrides or {}).items():
         resolved = resolve_key(key, paths)
-        value = _literal(text)
-        spec = {"choice": list(value)} if isinstance(value, (list, tuple)) else {"value": value}
+        value = text if isinstance(text, dict) else _literal(text)  # a dict: a whole spec (a sweep's grid axis)
+        spec = value if isinstance(value, dict) else {"choice": list(value)} if isinstance(value, (list, tuple)) \
+            else {"value": value}
         if resolved in params:
             spec["when"] = params[resolved].when
         params[resolved] = _param(key, spec, paths)
@@ -60,8 +65,8 @@ def load_space(name: str, overrides: dict[str, str] | None = None) -> list[Param
 def _literal(text: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    except (ValueError, SyntaxError):  # [sgd,adam]: a list of bare words, as YAML (and Hydra) read it
+        return yaml.safe_load(text) if text.strip().startswith("[") else text
 
 
 def _param(key: str, spec: dict, paths: dict) -> Param:
@@ -72,7 +77,10 @@ def _param(key: str, spec: dict, paths: dict) -> Param:
         raise ConfigError(f"space entry {key}: give exactly one of {', '.join(KINDS)} (and optionally when)")
     kind = kinds[0]
     args = spec[kind]
-    values = args if kind == "choice" else [args] if kind == "value" else []
+    values = args if kind in ("choice", "grid") else [args] if kind == "value" else []
+    if kind == "grid" and (spec.get("when") or not isinstance(args, list) or not args):
+        raise ConfigError(f"space entry {key}: a grid axis is a non-empty list of values every trial set runs, "
+                          "with no condition")
     for v in values:  # every choice must parse as the field's type now, not inside a trial
         check_value(resolved, v)
     if kind in ("loguniform", "uniform", "int"):
@@ -92,11 +100,17 @@ class DefineByRun:
 
     def __init__(self, params: list[Param], fixed: dict[str, Any]):
         self.params, self.fixed = params, fixed
+        self.calls = 0  # trials suggested so far: the grid point of the next one (pickled with the searcher)
 
-    def __call__(self, trial) -> None:
-        chosen: dict[str, Any] = {}
+    def __call__(self, trial) -> dict[str, Any] | None:
+        """Samples the trial's values; -> its grid point (returned values are constants to Optuna, as Tune's
+        grid_search is to its searchers: trial i runs point i mod the grid's size, so the grid repeats every
+        that-many trials, each grid point getting num_samples trials)."""
+        point = grid_point(self.params, self.calls)
+        self.calls += 1
+        chosen = dict(point)
         for p in self.params:
-            if p.kind == "value" or not p.applies_to({**self.fixed, **chosen}):
+            if p.kind in ("value", "grid") or not p.applies_to({**self.fixed, **chosen}):
                 continue  # fixed values are constants the sweep merges into every trial's config
             if p.kind == "choice":
                 chosen[p.key] = trial.suggest_categorical(p.key, list(p.args))
@@ -105,6 +119,19 @@ class DefineByRun:
             else:
                 chosen[p.key] = trial.suggest_float(p.key, float(p.args[0]), float(p.args[1]),
                                                     log=p.kind == "loguniform")
+        return point or None
+
+
+def grid_size(params: list[Param]) -> int:
+    """Points in the grid of the space's ``grid`` axes (1 without any)."""
+    return math.prod(len(p.args) for p in params if p.kind == "grid")
+
+
+def grid_point(params: list[Param], index: int) -> dict[str, Any]:
+    """Point ``index`` (mod the size) of the grid, the first axis varying slowest, as Hydra's sweeper orders it."""
+    axes = [p for p in params if p.kind == "grid"]
+    points = list(itertools.product(*(p.args for p in axes)))
+    return dict(zip((p.key for p in axes), points[index % len(points)])) if axes else {}
 
 
 def as_dict(params: list[Param]) -> dict[str, dict]:
@@ -117,7 +144,7 @@ def point_of(params: list[Param], config: dict[str, Any]) -> dict[str, Any]:
     space spells them; ConfigError names a value the space cannot sample."""
     point: dict[str, Any] = {}
     for p in params:
-        if p.kind == "value" or not p.applies_to(config):
+        if p.kind in ("value", "grid") or not p.applies_to(config):
             continue
         value = config[p.key]
         if p.kind == "choice":
@@ -135,3 +162,25 @@ def point_of(params: list[Param], config: dict[str, Any]) -> dict[str, Any]:
 
 def constants(params: list[Param]) -> dict[str, Any]:
     return {p.key: p.args for p in params if p.kind == "value"}
+
+
+def sampled_values(p: Param) -> list[Any]:
+    """The values a parameter can take, or its range's bounds."""
+    return [p.args] if p.kind == "value" else list(p.args)
+
+
+def sampled_methods(params: list[Param], variant: str) -> list[str]:
+    """The methods a sweep's trials may run: the choices of the space's ``variant`` parameter, else the sweep's."""
+    variant_param = next((p for p in params if p.key == "variant"), None)
+    return [str(v) for v in sampled_values(variant_param)] if variant_param else [variant]
+
+
+def check_reads(params: list[Param], variant: str) -> None:
+    """``space.KEY`` obeys the rule ``KEY=`` does: every parameter is read by each method it may be sampled for (the
+    sweep's variant, or those of the space's own ``variant`` parameter its ``when`` allows), else a one-line error
+    names the method and the methods that read it."""
+    methods = sampled_methods(params, variant)
+    for p in params:
+        for method in methods:
+            if p.key != "variant" and method in map(str, p.when.get("variant", methods)):
+                check_read(f"space.{p.key}", sampled_values(p), p.key, method)

@@ -203,7 +203,7 @@ class _FrozenScaleGradient(torch.autograd.Function):
 
 # One element of the factored form's [q | 0 | v] add (its zero block, concatenation and gradient) costs about this
 # many multiply-adds inside a GEMM (memory-bound work against compute-bound work on a CPU). Calibrated so that the
-# choice follows the measured steps (README, "How the adapter enters the step"): fp32 training of ViT-Tiny (d 192)
+# choice follows the measured steps (docs/performance.md): fp32 training of ViT-Tiny (d 192)
 # is faster merged, of ViT-B/16 (d 768) factored.
 ELEMENTWISE_MACS = 128
 
@@ -219,8 +219,9 @@ def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, 
               GEMM's weight instead (d^2 R per target to form) and only their scales' gradient is computed (2 d R
               per token and target, slora/model.py); the current direction's few columns are left out of the count.
               Outside autocast its elementwise add counts too (``ELEMENTWISE_MACS``).
-    On ViT-B/16 (d 768, 197 tokens an image, batch 64) the factored form is cheaper in training up to a total rank
-    of about 0.8 d in fp32 and 0.6 d under autocast; evaluation in fp32 folds (pipelines/bench.py lean measures both).
+    On ViT-B/16 (d 768, 197 tokens an image, batch 64, q and v) the factored form is cheaper in training below a
+    total rank of 409 (0.53 d) in fp32 and 479 (0.62 d) under autocast, so the default run trains factored and its
+    step grows with the tasks; evaluation in fp32 folds (pipelines/bench.py lean measures both).
     """
     merged = targets * dim * dim * rank * (3 if grad else 1)
     split = targets * tokens * dim * dim * ((3 if grad else 1) if autocast else 0)

@@ -19,15 +19,32 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def choice(*options: str) -> Any:
+def choice(*options: str, methods: tuple[str, ...] = ()) -> Any:
     """A string field limited to ``options``, the first being the default. OmegaConf types no ``Literal``, so the
-    choices live in the field's metadata: slora.checks enforces them and ``--help`` lists them."""
-    return field(default=options[0], metadata={"choices": options})
+    choices live in the field's metadata: slora.checks enforces them and ``--help`` lists them. ``methods``: as
+    ``owned``."""
+    return field(default=options[0], metadata={"choices": options, "methods": methods})
 
 
-def owned(default: Any, *methods: str) -> Any:
-    """A key only ``methods`` read: giving it to another method is an error naming its owners."""
-    return field(default=default, metadata={"methods": methods})
+def owned(default: Any, *methods: str, resolved: bool = False) -> Any:
+    """A key only ``methods`` read: giving it to another method is an error naming them (slora.configure). A list
+    default is copied per instance; ``resolved``: as ``resolved()``."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: [list(v) if isinstance(v, list) else v for v in default],
+                     metadata={"methods": methods, "resolved": resolved})
+    return field(default=default, metadata={"methods": methods, "resolved": resolved})
+
+
+# The methods that read each method-specific key (``owned``); tests/test_config.py checks these lists against the
+# registry (slora.learners.LEARNERS) and against each S-LoRA variant's flags (slora.variants).
+SLORA_FAMILY = ("seq_lora", "slora", "slora_rr", "slora_kd", "slora_pp", "joint")  # one LoRA adapter on attn.qkv
+MAGNITUDES = ("slora", "slora_rr", "slora_kd", "slora_pp", "joint")  # normalised directions scaled by magnitudes
+CARRIED = ("slora", "slora_rr", "slora_kd", "slora_pp")  # more than one task: magnitudes to carry over
+RANK_REDUCTION = ("slora_rr", "slora_pp")
+ABSORPTION = ("slora_kd", "slora_pp")
+PROMPTS = ("coda_prompt", "l2p", "dualprompt")
+LOW_RANK = (*SLORA_FAMILY, "inflora")
+TRAINED = (*LOW_RANK, *PROMPTS, "seq_ft")  # every method but SimpleCIL, whose classifier is class means
 
 
 def resolved(default: Any) -> Any:
@@ -36,57 +53,52 @@ def resolved(default: Any) -> Any:
     return field(default=default, metadata={"resolved": True})
 
 
-def seq(*values: Any) -> Any:
-    """A list field (OmegaConf's typed sequences are lists; a tuple would come back from it as a list)."""
-    return field(default_factory=lambda: [list(v) if isinstance(v, tuple) else v for v in values])
-
-
 @dataclass
 class AdapterConfig:
     """The S-LoRA adapter: where it goes and how directions and magnitudes behave."""
 
-    rank: int = 10  # rank of each new direction (RR lowers it by rank_schedule)
-    targets: list[str] = seq("q", "v")  # parts of the fused attn.qkv that get a LoRA direction
-    blocks: list[int] = seq()  # empty: every transformer block
+    rank: int = owned(10, *LOW_RANK)  # rank of each new direction (RR lowers it by rank_schedule)
+    targets: list[str] = owned(["q", "v"], *SLORA_FAMILY)  # parts of the fused attn.qkv that get a LoRA direction
+    blocks: list[int] = owned([], *SLORA_FAMILY)  # empty: every transformer block
     # official: ||U||_F * ||V||_F (code); paper: ||U V||_F (Eq. 3)
-    normaliser: str = choice("factor_norms", "product_norm")
+    normaliser: str = choice("factor_norms", "product_norm", methods=MAGNITUDES)
     # official: the current direction trains raw (alpha_t * U_t V_t); paper: normalised while it trains
-    normalise_current: bool = False
-    magnitude_init: float = 0.8  # official 0.8; paper 1.0
+    normalise_current: bool = owned(False, *MAGNITUDES)
+    magnitude_init: float = owned(0.8, *MAGNITUDES)  # official 0.8; paper 1.0
     # official: every magnitude restarts at magnitude_init each task; paper: carried over, function-preserving
-    carry_magnitudes: bool = False
+    carry_magnitudes: bool = owned(False, *CARRIED)
     # RR: (from_task, rank) pairs, 0-indexed tasks; before the first pair the rank is `rank`.
     # Official (commented-out code): tasks 0-3 -> 10, 4-7 -> 8, >=8 -> 6. A rank above `rank` is capped to it.
-    rank_schedule: list[list[int]] = seq((4, 8), (8, 6))
+    rank_schedule: list[list[int]] = owned([[4, 8], [8, 6]], *RANK_REDUCTION)
     # KD: absorb a new direction when the joint least-squares residual is at most this (a norm, docs/method.md §7)
-    kd_threshold: float = 9e-4
+    kd_threshold: float = owned(9e-4, *ABSORPTION)
     # How the directions enter the forward pass (the same function, different cost): "merged" folds them into the
     # qkv weight (one GEMM, but the backward pays the fused weight's full gradient); "factored" adds x V^T diag(s)
     # U^T beside the frozen GEMM (cost grows with the total rank); "auto" picks the cheaper by a FLOP count per step
     # (slora/adapter.py ``cheaper_compute``).
-    compute: str = choice("auto", "merged", "factored")
+    compute: str = choice("auto", "merged", "factored", methods=SLORA_FAMILY)
 
 
 @dataclass
 class OptimConfig:
     """Optimiser of one stage. The official code uses SGD(momentum 0.9), no weight decay, MultiStepLR per epoch."""
 
-    optimizer: str = choice("sgd", "adam")
-    lr_direction: float = 1e-2  # the current task's LoRA factors
-    lr_magnitude: float = 1e-2  # the magnitude vector (a separate parameter group, so it can be tuned apart)
-    lr_head: float = 1e-2  # the new classifier rows
+    optimizer: str = choice("sgd", "adam", methods=TRAINED)
+    lr_direction: float = owned(1e-2, *LOW_RANK, *PROMPTS)  # the current task's LoRA factors (or prompts)
+    lr_magnitude: float = owned(1e-2, *MAGNITUDES)  # the magnitude vector (its own parameter group)
+    lr_head: float = owned(1e-2, *TRAINED)  # the new classifier rows
     lr_backbone: float = owned(1e-3, "seq_ft")  # every ViT weight, for the methods that fine-tune it
-    momentum: float = 0.9
-    epochs: int = 20
-    first_task_epochs: int = resolved(0)  # 0: same as epochs (the official init_epoch)
-    first_task_lr_scale: float = 1.0  # task 0 trains at lr_* x this (the official init_lr / lrate ratio)
+    momentum: float = owned(0.9, *TRAINED)
+    epochs: int = owned(20, *TRAINED)
+    first_task_epochs: int = owned(0, *TRAINED, resolved=True)  # 0: same as epochs (the official init_epoch)
+    first_task_lr_scale: float = owned(1.0, *TRAINED)  # task 0 trains at lr_* x this (official init_lr / lrate)
     # multistep: x lr_decay at each milestone (SD-LoRA's code); cosine: the CosineSchedule of the CODA-Prompt and
     # InfLoRA code (their Adam runs), epoch e of K at lr * cos(99 pi e / (200 (K - 1)))
-    schedule: str = choice("multistep", "cosine")
-    milestones: list[int] = seq()
-    lr_decay: float = 0.1
+    schedule: str = choice("multistep", "cosine", methods=TRAINED)
+    milestones: list[int] = owned([], *TRAINED)
+    lr_decay: float = owned(0.1, *TRAINED)
     batch_size: int = 128
-    grad_clip: float = 0.0  # 0: off
+    grad_clip: float = owned(0.0, *TRAINED)  # 0: off
 
 
 @dataclass

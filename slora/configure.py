@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -69,13 +69,38 @@ def resolve_key(key: str, paths: typing.Iterable[str]) -> str:
 
 
 def split_overrides(args: list[str]) -> dict[str, str]:
+    """key=value pairs; Hydra's ``~key`` (no value) is kept as the key ``~key`` with the value ""."""
     out = {}
     for arg in args:
-        if "=" not in arg:
+        if "=" not in arg and not arg.startswith("~"):
             raise ConfigError(f"argument {arg!r} is not key=value (e.g. variant=slora_pp benchmark=digits)")
-        key, value = arg.split("=", 1)
+        key, value = arg.split("=", 1) if "=" in arg else (arg, "")
         out[key.strip()] = value.strip()
     return out
+
+
+def hydra_prefix(key: str) -> tuple[str, str]:
+    """Hydra's prefixes: ``++key`` sets (as ``key``), ``+key`` appends a key that must not exist yet, ``~key``
+    deletes. -> (prefix, key)."""
+    prefix = next(p for p in ("++", "+", "~", "") if key.startswith(p))
+    return prefix, key[len(prefix):]
+
+
+def _prefixed(key: str, value: Any, path: str, pairs: dict[str, Any]) -> Any:
+    """What a prefixed key means on a schema where every key exists: ``+key`` is Hydra's own error, ``~key`` drops
+    the presets' value for the schema default (as deleting a key leaves its structured default); ``~key=v`` does so
+    only where the composed value is v, as in Hydra."""
+    prefix, name = hydra_prefix(key)
+    if prefix == "+":
+        raise ConfigError(f"{key}={value}: could not append to config, an item is already at {path}; write "
+                          f"{name}={value}, or ++{name}={value} to add or override it")
+    if prefix != "~":
+        return value
+    if value not in ("", None):
+        current = flat_config(compose_run({k: v for k, v in pairs.items() if k != key}))[path]
+        if str(current) != str(value):
+            raise ConfigError(f"{key}={value}: {path} is {current} here, not {value}; write ~{name} to reset it")
+    return flat_config(RunConfig())[path]
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -111,7 +136,7 @@ def expand_sweeps(argv: list[str]) -> list[list[str]]:
     split_overrides(argv)  # every argument is key=value, or a one-line error says which is not
     parser, axes = OverridesParser.create(), []
     for arg in argv:
-        key, value = arg.split("=", 1)
+        key, value = arg.split("=", 1) if "=" in arg else (arg, "")
         if not any(mark in value for mark in (",", "range(", "choice(")):  # plain values: paths parse as they are
             axes.append([arg])
             continue
@@ -127,6 +152,41 @@ def expand_sweeps(argv: list[str]) -> list[list[str]]:
 
 
 # -- the run config --------------------------------------------------------------------------------------------
+def reads(path: str, variant: str) -> bool:
+    """Whether method ``variant`` reads run key ``path`` (slora.config.owned: no owners means every method)."""
+    owners = leaf_fields(RunConfig)[path].methods
+    return not owners or variant in owners
+
+
+def check_read(key: str, value: Any, path: str, variant: str) -> None:
+    """The one rule: a key the method does not read is an error naming the method and the methods that read it,
+    whatever its value (a value equal to the default would be ignored just the same)."""
+    if not reads(path, variant):
+        raise ConfigError(f"{key}={value}: variant={variant} does not read {path}; the methods that read it: "
+                          f"{', '.join(leaf_fields(RunConfig)[path].methods)}")
+
+
+def keys_read(pairs: dict[str, Any], variant: str) -> tuple[dict[str, Any], list[str]]:
+    """A multi-method harness's shared run keys (study, compare, a saved trial's full config) split into those
+    ``variant`` reads and the paths of those it does not, which the harness names instead of passing."""
+    fields, kept, unread = leaf_fields(RunConfig), {}, []
+    for key, value in pairs.items():
+        path = key if key in GROUPS or key == "backbone" else resolve_key(key, fields)
+        if path in fields and not reads(path, variant):
+            unread.append(path)
+        else:
+            kept[key] = value
+    return kept, unread
+
+
+def keys_for(variant: str, pairs: dict[str, Any], say: Callable[[str], None] = print) -> dict[str, Any]:
+    """``keys_read``'s kept keys, saying which shared keys ``variant`` is not given."""
+    kept, unread = keys_read(pairs, variant)
+    if unread:
+        say(f"{variant} does not read {', '.join(unread)}: not passed to it")
+    return kept
+
+
 def compose_run(overrides: list[str] | dict[str, Any]) -> RunConfig:
     """Compose, type and validate a run config from command-line pairs (text) or typed values (sampled ones)."""
     from omegaconf import OmegaConf
@@ -174,31 +234,24 @@ def _hydra_overrides(overrides: list[str] | dict[str, Any]) -> list[str]:
     fields = leaf_fields(RunConfig)
     out, given = [], set()
     for key, value in pairs.items():
+        key = key.removeprefix("++")  # Hydra's add-or-override: every key exists, so a plain override
         if key in ("benchmark", "data.benchmark", "variant", "semantics"):
             group = key.rsplit(".", 1)[-1]
             check_group(group, str(value))
             out.append(f"{group}={value}")
             continue
-        path = "backbone.name" if key == "backbone" else resolve_key(key, fields)
-        owners, variant = fields[path].methods, str(pairs.get("variant", RunConfig.variant))
-        if owners and variant not in owners and not _is_default(path, value):  # a saved config lists every key
-            raise ConfigError(f"{key}={value}: {path} belongs to {', '.join(owners)}; variant={variant} does not "
-                              f"read it")
+        name = hydra_prefix(key)[1]
+        if name in GROUPS and name != key:
+            raise ConfigError(f"{key}: the {name} group always has one preset; choose another with {name}=NAME "
+                              f"({', '.join(group_options(name))})")
+        path = "backbone.name" if name == "backbone" else resolve_key(name, fields)
+        value = _prefixed(key, value, path, pairs)
+        check_read(key, value, path, str(pairs.get("variant", RunConfig.variant)))
         given.add(path)
         out.append(f"{path}={_grammar(value, fields[path].type)}")
     if "backbone" in pairs:  # a real timm name: its own sizes, not the tiny ViT's
         out += [f"backbone.{name}=0" for name in BACKBONE_SIZE_FIELDS if f"backbone.{name}" not in given]
     return out
-
-
-def _is_default(path: str, value: Any) -> bool:
-    default = RunConfig()
-    for name in path.split("."):
-        default = getattr(default, name)
-    try:
-        return float(value) == float(default)
-    except (TypeError, ValueError):
-        return str(value) == str(default)
 
 
 def _grammar(value: Any, kind: Any) -> str:

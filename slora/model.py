@@ -155,7 +155,7 @@ class SLoRAViT(nn.Module):
 
         Official: each projection's own. With a raw current direction and carried magnitudes, one shared
         magnitude cannot preserve a function whose projections have different norms, so all projections of the
-        task share their mean norm: the boundary is then exact (a documented departure, README).
+        task share their mean norm: the boundary is then exact (a documented departure, docs/method.md §12).
         """
         norms = {name: layer.current_norms(self.cfg.normaliser) for name, layer in self.directions.items()}
         flat = torch.stack([n for layer in norms.values() for n in layer.values()])

@@ -23,7 +23,8 @@ def test_precedence_is_defaults_then_benchmark_then_semantics_then_command_line(
 
 
 def test_alias_layer_takes_plain_strings_lists_and_backbone_names():
-    cfg = compose_run(["classes=n01,n02", "data_root=../some dir/x", "targets=q,k,v", "rank_schedule=((1,4),(2,2))",
+    cfg = compose_run(["variant=slora_rr", "classes=n01,n02", "data_root=../some dir/x", "targets=q,k,v",
+                       "rank_schedule=((1,4),(2,2))",
                        "backbone=vit_small_patch16_224", "embed_dim=32", "data.benchmark=tinyimagenet"])
     assert cfg.data.classes == "n01,n02" and cfg.data.data_root == "../some dir/x"
     assert cfg.adapter.targets == ["q", "k", "v"] and cfg.adapter.rank_schedule == [[1, 4], [2, 2]]
@@ -92,3 +93,18 @@ def test_an_interrupted_run_resumes_after_its_last_stage_with_the_same_numbers(t
         run_continual(compose_run([*common, f"out_dir={tmp_path / 'cut'}", "resume=true", "epochs=2"]))
     with pytest.raises(ConfigError, match="no checkpoint.safetensors"):
         run_continual(compose_run([*common, f"out_dir={tmp_path / 'none'}", "resume=true"]))
+
+
+def test_hydra_prefixes_add_override_and_delete_as_in_hydra():
+    assert compose_run(["++rank=4"]).adapter.rank == 4  # add or override: every key exists, so an override
+    with pytest.raises(ConfigError, match=r"\+rank=4: could not append to config, an item is already at adapter.rank"):
+        compose_run(["+rank=4"])
+    with pytest.raises(ConfigError, match="unknown config key 'foo'"):
+        compose_run(["+foo=1"])
+    assert compose_run(["variant=inflora"]).optim.optimizer == "adam"  # its preset's
+    assert compose_run(["variant=inflora", "~optimizer"]).optim.optimizer == "sgd"  # deleted: the schema default
+    assert compose_run(["variant=inflora", "~optim.optimizer=adam"]).optim.optimizer == "sgd"
+    with pytest.raises(ConfigError, match="optim.optimizer is adam here, not sgd"):
+        compose_run(["variant=inflora", "~optimizer=sgd"])  # Hydra deletes ~key=v only where the value is v
+    with pytest.raises(ConfigError, match="the semantics group always has one preset"):
+        compose_run(["~semantics"])

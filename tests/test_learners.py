@@ -7,7 +7,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from slora.configure import ConfigError, compose_run
+from slora.configure import ConfigError, compose_run, keys_read
 from slora.learner import Task
 from slora.learners import LEARNERS, build_learner
 from slora.training import build_optimizer
@@ -37,11 +37,14 @@ def train_steps(learner, task: Task, x: torch.Tensor, y: torch.Tensor, steps: in
         optimizer.step()
 
 
+def small_config(name: str):
+    """The method's config with rank 2 and seq_ft's backbone rate 1e-3, where the method reads them."""
+    return compose_run({**keys_read({"rank": 2, "optim.lr_backbone": 1e-3}, name)[0], "variant": name})
+
+
 def run_learner(name: str, tasks: int = 2, steps: int = 2):
     """``tasks`` tasks of the stage loop in miniature: begin_task, a few steps when the method trains, end_task."""
-    cfg = compose_run({"variant": name, "rank": 2, "optim.lr_backbone": 1e-3} if name == "seq_ft" else
-                      {"variant": name, "rank": 2})
-    learner = build_learner(cfg, tiny_vit())
+    learner = build_learner(small_config(name), tiny_vit())
     merged = as_trained = None
     for index in range(tasks):
         torch.manual_seed(index)
@@ -69,7 +72,7 @@ def test_every_method_evaluates_all_seen_classes_without_a_task_id_as_a_plain_ti
 @METHODS
 def test_a_learner_rebuilt_from_its_state_gives_the_same_logits(name):
     learner, _, _ = run_learner(name)
-    fresh = build_learner(compose_run({"variant": name, "rank": 2}), tiny_vit())
+    fresh = build_learner(small_config(name), tiny_vit())
     fresh.load_learner_state(learner.learner_state())
     learner.eval(), fresh.eval()
     with torch.no_grad():

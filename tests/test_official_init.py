@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from slora.configure import compose_run
+from slora.configure import compose_run, keys_read
 from slora.learner import Task
 from slora.learners import LEARNERS, build_learner
 from slora.learners.coda_prompt import gram_schmidt
@@ -29,7 +29,7 @@ def head_of(learner) -> torch.nn.Linear:
 @pytest.mark.parametrize("name", sorted(OFFICIAL_HEAD))
 def test_new_head_rows_have_the_official_statistics(name):
     torch.manual_seed(0)
-    learner = build_learner(compose_run({"variant": name, "rank": 2}), tiny_vit())
+    learner = build_learner(compose_run({**keys_read({"rank": 2}, name)[0], "variant": name}), tiny_vit())
     x = images(8)
     task = Task(index=0, num_new_classes=NEW, known=0, data=lambda: iter([(x, torch.arange(8))]), num_tasks=2)
     learner.begin_task(task)

@@ -19,7 +19,7 @@ def stages(precision: str, tmp_path) -> list[float]:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_reduced_precision_run_tracks_the_fp32_run(precision, tmp_path):
-    """3 digits stages on the tiny ViT (measured: fp32 87.3/38.5/26.7%, bf16 87.3/38.5/26.9%, fp16 87.3/40.0/26.9%);
+    """3 digits stages on the tiny ViT (measured: fp32 87.3/38.5/26.7%, bf16 87.3/37.8/26.9%, fp16 87.3/40.4/28.2%);
     stated tolerance: 3 points of test accuracy at every stage."""
     reference, reduced = stages("fp32", tmp_path), stages(precision, tmp_path)
     assert reduced == pytest.approx(reference, abs=0.03)

@@ -49,7 +49,7 @@ def run_sweep_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
         (["variant=slora", "val_fraction=0.999"], "val_fraction=0.999: class '\\d' has"),
         (["variant=slora", "benchmark=tinyimagenet", "data_root=/nonexistent"],
          "reads either the Tiny-ImageNet release"),
-        (["variant=slora", "rank=4,8"], "rank=4,8: a sweep searches a key with space.rank=[...], its values"),
+        (["variant=slora", "rank=4,0"], "adapter.rank=0: must be > 0"),  # every grid value checked
         (["variant=slora", "asha_metric=loss"], "asha_metric='loss' is not valid; choose one of "
                                                 "projected_accuracy, average_incremental_accuracy, accuracy"),
     ],
@@ -216,6 +216,26 @@ def mlflow_runs(workdir: Path):
 
 
 @pytest.mark.slow
+def test_a_comma_list_is_a_grid_axis_each_point_with_num_samples_sampled_trials():
+    """As Tune's grid_search beside sampled keys: rank=4,8 runs num_samples trials at each rank, the others sampled
+    by the same Optuna study (the searcher Tune calls, here without a cluster)."""
+    from pipelines.sweeper.searcher import StageAwareOptunaSearch
+    from search_spaces import DefineByRun, grid_size
+
+    sweep, run_overrides, space = parse_sweep_args(["variant=slora", "num_samples=3", "rank=4,8", "epochs=2,3"])
+    assert "rank" not in run_overrides and space["rank"] == {"grid": [4, 8]} and space["epochs"] == {"grid": [2, 3]}
+    params = load_space("slora", space)
+    assert grid_size(params) == 4
+    searcher = StageAwareOptunaSearch(space=DefineByRun(params, {"variant": "slora"}), metric="val_accuracy",
+                                      mode="max", seed=0, max_t=2)
+    configs = [searcher.suggest(f"t{i}") for i in range(3 * grid_size(params))]
+    points = [(c["adapter.rank"], c["optim.epochs"]) for c in configs]
+    assert points[:4] == [(4, 2), (4, 3), (8, 2), (8, 3)] and points[4:8] == points[:4]
+    assert all(points.count(p) == 3 for p in set(points))
+    assert len({c["optim.lr_direction"] for c in configs}) == len(configs)  # still sampled, per trial
+    assert prepare(sweep, run_overrides, space)[1] == params
+
+
 def test_sweep_two_trials_two_stages_two_workers(tmp_path):
     """Two DDP workers per trial, one trial at a time. TPE seed 7 samples a first-task learning-rate scale of 1
     first and 1e-6 second (a first task that cannot learn), so ASHA keeps the first trial and stops the second after

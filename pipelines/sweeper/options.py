@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import yaml
+
 from search_spaces import available_spaces
 
 from .resources import amount
 from slora.config import SWEEP_VAL_FRACTION, RunConfig, choice, group_options
-from slora.configure import (ConfigError, describe_keys, expand_sweeps, leaf_fields, parse_options, resolve_key,
-                             run_keys_help, split_overrides)
+from slora.configure import (ConfigError, describe_keys, expand_sweeps, hydra_prefix, leaf_fields, parse_options,
+                             resolve_key, run_keys_help, split_overrides)
 
 SPACE_PREFIX = "space."
 
@@ -72,24 +74,27 @@ def parse_sweep_args(argv: list[str]) -> tuple[SweepConfig, dict, dict]:
         if key.startswith(SPACE_PREFIX):
             space_overrides[key[len(SPACE_PREFIX):]] = value
         else:
-            (sweep_pairs if key in names else run_overrides)[key] = value
+            (sweep_pairs if key.removeprefix("++") in names else run_overrides)[key.removeprefix("++")] = value
     paths = leaf_fields(RunConfig)
-    for key, value in run_overrides.items():
-        if key in ("variant", "benchmark", "semantics", "backbone") or paths[resolve_key(key, paths)].type is str:
+    for key, value in list(run_overrides.items()):
+        if key[:1] in "+~" or key in ("variant", "benchmark", "semantics", "backbone") \
+                or paths[resolve_key(key, paths)].type is str:
             continue  # a string may hold commas (classes=a,b)
-        if len(expand_sweeps([f"{key}={value}"])) > 1:  # Hydra's "add --multirun" would not help here
-            raise ConfigError(f"{key}={value}: a sweep searches a key with {SPACE_PREFIX}{key}=[...], its values "
-                              f"sampled by Optuna (e.g. {SPACE_PREFIX}{key}=[{value}])")
+        points = expand_sweeps([f"{key}={value}"])
+        if len(points) > 1:  # as Hydra's multirun: a grid axis, each value with num_samples trials
+            space_overrides[key] = {"grid": [yaml.safe_load(p[0].split("=", 1)[1]) for p in points]}
+            del run_overrides[key]
     sweep = parse_options(SweepConfig, sweep_pairs)
     if sweep.variant != "all":
         if sweep.variant not in group_options("variant"):
             raise ConfigError(f"unknown variant {sweep.variant!r}; valid variants: "
                               f"{', '.join(group_options('variant'))}, all")
         run_overrides["variant"] = sweep.variant
-    val_key = next((k for k in run_overrides if k != "variant" and resolve_key(k, paths) == "data.val_fraction"), None)
+    val_key = next((k for k in run_overrides if k != "variant"
+                    and resolve_key(hydra_prefix(k)[1], paths) == "data.val_fraction"), None)
     if val_key is None:
         run_overrides["data.val_fraction"] = str(SWEEP_VAL_FRACTION)
-    elif not _positive_number(run_overrides[val_key]):
+    elif val_key.startswith("~") or not _positive_number(run_overrides[val_key]):
         raise ConfigError(f"{val_key}={run_overrides[val_key]}: a sweep selects on a validation split, so it must "
                           f"be in (0, 1) (default {SWEEP_VAL_FRACTION}); never on test data")
     for key in ("num_samples", "workers_per_trial", "reduction_factor", "seeds_per_trial", "trials_per_gpu"):
@@ -135,7 +140,7 @@ def absolute_paths(run_overrides: dict) -> dict:
         if key in ("variant", "benchmark", "semantics", "backbone") or not value:
             continue
         remote = "://" in value or value.startswith("hf-hub:")
-        path = resolve_key(key, paths)
+        path = resolve_key(hydra_prefix(key)[1], paths)
         # classes= is a file only when one exists there (else a comma list or a shipped list's bare name)
         if path not in LOCAL_PATH_FIELDS or remote or (path == "data.classes" and not Path(value).is_file()):
             continue

@@ -6,10 +6,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from search_spaces import DefineByRun, as_dict, constants, point_of
+from search_spaces import DefineByRun, as_dict, constants, grid_size, point_of
 from slora.config import RESULTS_VERSION
 from slora.configure import ConfigError, flat_config
 
@@ -38,7 +38,7 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
     owns_ray = not (sweep.address or shared_ray)
     try:
-        resources = find_resources(sweep, log)
+        resources = find_resources(run.sweep, log)
         grid, resumed = fit(run, resources, log)
         if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
             ray.shutdown()
@@ -54,6 +54,7 @@ def plan_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict) -
     cwd = Path.cwd()
     run_overrides = absolute_paths(run_overrides)
     base, params, num_stages = prepare(sweep, run_overrides, space_overrides)
+    sweep = replace(sweep, num_samples=sweep.num_samples * grid_size(params))  # num_samples per grid point, as Tune
     name = sweep.name or f"sweep-{sweep.variant}-{base.data.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = sweep.storage_path or str((cwd / "runs" / "ray").resolve())
     if "://" not in storage:

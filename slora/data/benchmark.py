@@ -73,7 +73,8 @@ def class_order(num_classes: int, seed: int) -> list[int]:
 
 
 def split_tasks(num_classes: int, num_tasks: int = 0, classes_per_task: int = 0) -> list[int]:
-    """Classes per task: equal tasks, and a remainder becomes one extra last task (as the paper's code does)."""
+    """Classes per task. ``classes_per_task``: tasks of that size, a remainder one extra last task (as the paper's
+    code does); else ``num_tasks`` equal tasks, the remainder added to the last one."""
     if classes_per_task <= 0:
         if num_tasks <= 0 or num_tasks > num_classes:
             raise ValueError(f"num_tasks={num_tasks}: must lie in 1..{num_classes} (the number of classes)")

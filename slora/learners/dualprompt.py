@@ -5,7 +5,7 @@ block. Training uses the current task's own E-prompt (the code's ``task_id_boots
 to the queries (1 - cosine); evaluation picks, in each E-block, the prompt whose key best matches the query (top 1),
 with no task id. Each prompt is split in half into prefix keys and values.
 
-Departures, said in the README: evaluation matches the query against the keys of the tasks seen so far (the code
+Departures, said in docs/method.md §11: evaluation matches the query against the keys of the tasks seen so far (the code
 matches against the whole pool, untrained keys included). The pull term is the code's, ``(1 - cos_sim[:,
 task_id]).sum()``: summed over the batch and the E-blocks, times ``pull_coefficient`` (1, as the code adds it).
 """

@@ -9,7 +9,7 @@ the new inputs' energy to each block's basis (eps_t rises from threshold_begin t
 a block whose basis would need half the dimensions or more keeps its orthogonal complement instead ("retain").
 
 Old pairs are frozen, so they are kept folded: one delta per block for k and one for v. The merged model is a plain
-timm ViT. Departures from the official code (README, "Baselines"): after the first task a block keeps the fewest
+timm ViT. Departures from the official code (docs/method.md §11): after the first task a block keeps the fewest
 directions that hold eps_t of the energy, as Eq. 5 says (the official code keeps one fewer, `np.sum(cumsum <
 threshold)`, next to a `#+1` comment); a "retain" block stores the complement after the first task (the official
 code stores the kept directions there, which its later updates then treat as the free space); the learning rate

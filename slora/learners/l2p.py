@@ -8,7 +8,7 @@ every task; a pull term draws the chosen keys to their queries, computed as the 
 (about B^2 k terms, not B k), times ``pull_coefficient`` (1: the code adds the term as it is). No task id at
 training or test time.
 
-Departure, said in the README: prefix-tuning in the first block (the code's L2P++) rather than the original
+Departure, said in docs/method.md §11: prefix-tuning in the first block (the code's L2P++) rather than the original
 prompt-tuning of the input tokens.
 """
 
