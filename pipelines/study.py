@@ -25,14 +25,14 @@ from slora.data import load_benchmark
 from slora.configure import ConfigError, compose_run, keys_for, keys_read, split_overrides
 from slora.runner import run_continual
 from slora.seeds import seed_config
-from slora.variants import VARIANTS
+from slora.learners import SLORA_VARIANTS
 
 
 def main(argv: list[str]) -> int:
     try:
         overrides = split_overrides(argv)
         seeds = int(overrides.pop("seeds", 3))
-        variants = overrides.pop("variants", ",".join(VARIANTS)).split(",")
+        variants = overrides.pop("variants", ",".join(SLORA_VARIANTS)).split(",")
         out_dir = Path(overrides.pop("out_dir", "runs/study")).resolve()
         semantics_list = [overrides.pop("semantics")] if "semantics" in overrides else ["official", "paper"]
         tracking_uri = overrides.pop("tracking_uri", "")  # where the table is logged ('' : sqlite <cwd>/mlflow.db)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slora.config import AdapterConfig, OptimConfig
-from slora.model import SLoRAViT
+from slora.learners.slora import SLoRAViT
 from slora.training import build_optimizer, continual_loss
 
 RANK = 10

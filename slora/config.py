@@ -36,7 +36,7 @@ def owned(default: Any, *methods: str, resolved: bool = False) -> Any:
 
 
 # The methods that read each method-specific key (``owned``); tests/test_config.py checks these lists against the
-# registry (slora.learners.LEARNERS) and against each S-LoRA variant's flags (slora.variants).
+# registry (slora.learners.LEARNERS) and against each S-LoRA variant's flags (slora/learners/slora/variants.py).
 SLORA_FAMILY = ("seq_lora", "slora", "slora_rr", "slora_kd", "slora_pp", "joint")  # one LoRA adapter on attn.qkv
 MAGNITUDES = ("slora", "slora_rr", "slora_kd", "slora_pp", "joint")  # normalised directions scaled by magnitudes
 CARRIED = ("slora", "slora_rr", "slora_kd", "slora_pp")  # more than one task: magnitudes to carry over
@@ -75,7 +75,7 @@ class AdapterConfig:
     # How the directions enter the forward pass (the same function, different cost): "merged" folds them into the
     # qkv weight (one GEMM, but the backward pays the fused weight's full gradient); "factored" adds x V^T diag(s)
     # U^T beside the frozen GEMM (cost grows with the total rank); "auto" picks the cheaper by a FLOP count per step
-    # (slora/adapter.py ``cheaper_compute``).
+    # (slora/learners/slora/compute.py ``cheaper_compute``).
     compute: str = choice("auto", "merged", "factored", methods=SLORA_FAMILY)
 
 

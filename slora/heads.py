@@ -42,6 +42,16 @@ def grown_head(old: nn.Linear, num_new: int, init: str = "simple_linear") -> nn.
 
 
 @torch.no_grad()
+def fold_qkv(vit: nn.Module, head: nn.Linear, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """``with_head``'s copy with ``weights`` (adapted weights by ViT parameter name) written in: how the low-rank
+    methods (S-LoRA, InfLoRA) export a plain timm ViT."""
+    merged = with_head(vit, head)
+    for name, weight in weights.items():
+        merged.get_parameter(name).copy_(weight)
+    return merged
+
+
+@torch.no_grad()
 def with_head(vit: nn.Module, head: nn.Linear) -> nn.Module:
     """A copy of the timm ViT with ``head`` as its classifier: the plain model a method exports and evaluates."""
     import copy

@@ -2,7 +2,7 @@
 
 bf16 and fp16 run the forward under torch.autocast (training and evaluation alike); fp16 also scales the loss
 (torch.amp.GradScaler), since its small range underflows gradients. Parameters and optimiser state stay fp32.
-How S-LoRA keeps its small adapter deltas under autocast: slora/model.py ``SLoRAViT.forward``.
+How S-LoRA keeps its small adapter deltas under autocast: slora/learners/slora/compute.py ``forward``.
 """
 
 from __future__ import annotations

@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 
 import torch
-from timm.models import VisionTransformer
 
 from .config import RESULTS_VERSION, RunConfig
 from .continual import ContinualRun
 from .data import load_benchmark
-from .export import save_timm_folder
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .configure import ConfigError, to_dict
 from .report import stage_table
@@ -76,9 +74,7 @@ def save_merged_stage(run: ContinualRun, folder: Path, stage: int) -> Path:
     extra = {"stage": stage, "class_order": run.bench.class_order,
              "class_names": [run.bench.class_names[c] for c in run.bench.class_order[: run.learner.num_classes]],
              "variant": run.cfg.variant, "backbone": run.cfg.backbone.name, "image_shape": list(run.bench.image_shape)}
-    if not isinstance(run.last_merged, VisionTransformer):  # a prompt method: two passes, its own format
-        return run.learner.export(folder, extra)
-    return save_timm_folder(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
+    return run.learner.export(run.last_merged, folder, run.mean.flatten().tolist(), run.std.flatten().tolist(), extra)
 
 
 FINAL_SCORES = ("accuracy", "average_incremental_accuracy", "forgetting")

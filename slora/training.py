@@ -16,12 +16,28 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+# The learning rate of each named parameter group a learner trains (Learner.trainable): prompts train at the rate
+# of the low-rank directions they stand in for, so every method's main parameters are tuned by one key.
+LEARNING_RATES = {"directions": "lr_direction", "prompts": "lr_direction", "magnitudes": "lr_magnitude",
+                  "head": "lr_head", "backbone": "lr_backbone"}
+
+
+def param_groups(named: dict[str, list[nn.Parameter]], optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
+    """Named parameter lists -> optimiser groups at ``optim.lr_<name>`` x ``lr_scale``, in one place for every
+    method."""
+    unknown = sorted(set(named) - set(LEARNING_RATES))
+    if unknown:
+        raise ValueError(f"parameter groups {unknown}: each must be one of {', '.join(LEARNING_RATES)}")
+    return [{"params": params, "lr": getattr(optim, LEARNING_RATES[name]) * lr_scale, "name": name}
+            for name, params in named.items()]
+
+
 def build_optimizer(model: nn.Module, optim: OptimConfig, epochs: int, lr_scale: float = 1.0):
-    """The optimiser over ``model.param_groups(optim, lr_scale)`` (each group its own learning rate, times
+    """The optimiser over ``model.trainable()``'s named groups (each at its own learning rate, times
     ``lr_scale``, which the first task uses for the official init_lr), no weight decay, and its per-epoch schedule:
     MultiStepLR, or the cosine of the CODA-Prompt and InfLoRA code (utils/schedulers.py ``CosineSchedule`` in both),
     which ends the stage at cos(99 pi / 200) = 1.6% of the rate."""
-    groups = [g for g in model.param_groups(optim, lr_scale) if g["params"]]
+    groups = [g for g in param_groups(model.trainable(), optim, lr_scale) if g["params"]]
     if optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=0.0)
     else:

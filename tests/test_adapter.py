@@ -7,11 +7,12 @@ import pytest
 import torch
 import yaml
 
-from slora.adapter import cheaper_compute, direction_norm
+from slora.learners.slora.adapter import direction_norm
+from slora.learners.slora.compute import cheaper_compute
 from slora.config import AdapterConfig
 from slora.configure import CONF_DIR
-from slora.model import SLoRAViT
-from slora.variants import VARIANTS
+from slora.learners.slora import SLoRAViT
+from slora.learners.slora import SLORA_VARIANTS
 from tiny import (
     ALL_VARIANTS,
     CLASSES_PER_TASK,
@@ -200,29 +201,29 @@ def test_freezing_an_untrained_direction_keeps_the_model_finite():
 
 # -- RR: the rank schedule ----------------------------------------------------------------------------------------
 def test_official_rank_schedule():
-    ranks = [VARIANTS["slora_rr"].rank_for_task(t, AdapterConfig()) for t in range(10)]
+    ranks = [SLORA_VARIANTS["slora_rr"].rank_for_task(t, AdapterConfig()) for t in range(10)]
     assert ranks == [10] * 4 + [8] * 4 + [6] * 2
 
 
 def test_paper_rank_schedule():
     adapter = AdapterConfig(rank_schedule=PAPER_ADAPTER["rank_schedule"])
-    ranks = [VARIANTS["slora_rr"].rank_for_task(t, adapter) for t in range(10)]
+    ranks = [SLORA_VARIANTS["slora_rr"].rank_for_task(t, adapter) for t in range(10)]
     assert ranks == [10] * 3 + [8] * 4 + [6] * 3
 
 
-@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if not v.reduce_rank])
+@pytest.mark.parametrize("name", [n for n, v in SLORA_VARIANTS.items() if not v.reduce_rank])
 def test_variants_without_rr_keep_the_rank(name):
-    assert {VARIANTS[name].rank_for_task(t, AdapterConfig()) for t in range(12)} == {10}
+    assert {SLORA_VARIANTS[name].rank_for_task(t, AdapterConfig()) for t in range(12)} == {10}
 
 
 def test_scheduled_rank_above_the_base_rank_is_capped():
     adapter = AdapterConfig(rank=4, rank_schedule=((1, 8), (2, 2)))
-    assert [VARIANTS["slora_rr"].rank_for_task(t, adapter) for t in range(3)] == [4, 4, 2]
+    assert [SLORA_VARIANTS["slora_rr"].rank_for_task(t, adapter) for t in range(3)] == [4, 4, 2]
 
 
 @pytest.mark.parametrize("name", ["slora_rr", "slora_pp"])
 def test_direction_shapes_follow_the_rank_schedule(name):
-    variant = VARIANTS[name]
+    variant = SLORA_VARIANTS[name]
     model = make_model(variant, rank=3, rank_schedule=((1, 2), (2, 1)), carry_magnitudes=True)
     for task in range(3):
         rank = variant.rank_for_task(task, model.cfg)
@@ -362,7 +363,7 @@ def test_kd_absorbs_a_multiple_of_an_old_direction_only_when_exact(switches):
                          ids=[*SWITCH_IDS, *(f"{i}-init1" for i in SWITCH_IDS)])
 def test_seq_lora_is_plain_lora_under_every_switch(switches):
     """The lower bound is W0 + U V: no normaliser and no trainable magnitude, whatever the semantics say."""
-    from slora.adapter import SLICES
+    from slora.learners.slora.adapter import SLICES
 
     model = make_model("seq_lora", **switches)
     for task in range(2):
@@ -444,7 +445,7 @@ def test_factored_and_merged_compute_give_the_same_outputs_and_gradients(variant
 
 def test_factored_compute_under_bf16_tracks_fp32():
     model = make_model("slora")
-    run_tasks(model, VARIANTS["slora"], tasks=2)
+    run_tasks(model, SLORA_VARIANTS["slora"], tasks=2)
     model.begin_task(CLASSES_PER_TASK, 4)
     randomise_current(model)
     exact, _ = loss_and_gradients(model, "merged")
@@ -476,7 +477,7 @@ def test_auto_compute_is_factored_while_the_total_rank_is_small_and_merged_beyon
 
 def test_merged_model_is_a_plain_timm_vit():
     model = make_model("slora")
-    run_tasks(model, VARIANTS["slora"], tasks=2)
+    run_tasks(model, SLORA_VARIANTS["slora"], tasks=2)
     merged = model.merged()
     assert type(merged) is type(model.vit) and merged.num_classes == model.num_classes
     assert not any("direction" in k for k in merged.state_dict())
@@ -496,7 +497,7 @@ def test_adapter_state_round_trip_reproduces_outputs_exactly(variant):
 
 def test_adapter_state_holds_no_backbone_weight():
     model = make_model("slora")
-    run_tasks(model, VARIANTS["slora"], tasks=1)
+    run_tasks(model, SLORA_VARIANTS["slora"], tasks=1)
     assert not any(k.startswith("vit.") for k in model.adapter_state())
 
 

@@ -7,11 +7,11 @@ import subprocess
 import pytest
 
 from slora.configure import ConfigError, compose_run
-from slora.variants import VARIANTS
+from slora.learners.slora import SLORA_VARIANTS
 from tiny import PYTHON, ROOT
 
 BAD_INPUTS = {
-    "unknown_variant": ({"variant": "slora_xx"}, ["slora_xx", *VARIANTS]),
+    "unknown_variant": ({"variant": "slora_xx"}, ["slora_xx", *SLORA_VARIANTS]),
     "unknown_benchmark": ({"benchmark": "cifar1000"}, ["cifar1000", "digits"]),
     "unknown_key": ({"learning_rate": "0.1"}, ["learning_rate", "optim.lr_direction"]),
     "zero_rank": ({"rank": "0"}, ["adapter.rank=0", "> 0"]),
@@ -125,7 +125,8 @@ def test_a_trial_driver_validates_its_config_without_importing_torch_or_the_load
     # Every trial driver (and Ray Train's controller, which unpickles the worker function) imports
     # pipelines.sweeper.trial; torch, timm and the loaders there cost seconds per trial on two cores.
     code = ("import sys, pipelines.sweeper.trial as t; t.compose_run({'variant': 'slora_pp', 'benchmark': 'cub'}); "
-            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'slora.data', 'slora.model') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'slora.data', 'slora.learners.slora.model') "
+            "if m in sys.modules))")
     printed = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "[]"
 

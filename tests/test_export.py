@@ -8,7 +8,7 @@ import timm
 import torch
 
 from slora.export import load_timm_folder, save_timm_folder
-from slora.variants import VARIANTS
+from slora.learners.slora import SLORA_VARIANTS
 from tiny import images, logits, make_model, run_tasks
 
 MEAN, STD = (0.25,), (0.5,)
@@ -16,7 +16,7 @@ MEAN, STD = (0.25,), (0.5,)
 
 def exported(tmp_path):
     model = make_model("slora_pp")
-    run_tasks(model, VARIANTS["slora_pp"], tasks=2)
+    run_tasks(model, SLORA_VARIANTS["slora_pp"], tasks=2)
     folder = save_timm_folder(model.merged(), tmp_path / "stage_02", MEAN, STD, extra={"stage": 2})
     return model, folder
 
@@ -51,6 +51,6 @@ def test_load_timm_folder_names_a_folder_without_config(tmp_path):
 
 def test_exported_logits_do_not_depend_on_the_batch():
     model = make_model("slora")
-    run_tasks(model, VARIANTS["slora"], tasks=1)
+    run_tasks(model, SLORA_VARIANTS["slora"], tasks=1)
     merged, x = model.merged(), images(6)
     torch.testing.assert_close(logits(merged, x)[:3], logits(merged, x[:3]), rtol=0, atol=1e-6)

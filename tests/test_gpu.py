@@ -15,7 +15,7 @@ from slora.configure import compose_run
 from slora.data.batches import train_batches
 from slora.data.views import ImageView
 from slora.runner import run_continual
-from slora.variants import VARIANTS
+from slora.learners.slora import SLORA_VARIANTS
 from tiny import CLASSES_PER_TASK, images, make_model, randomise_current, run_tasks
 
 DEVICE = os.environ.get("SLORA_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
@@ -49,7 +49,7 @@ def test_an_autocast_run_tracks_the_fp32_run_on_the_device(precision, tmp_path):
 def test_factored_and_merged_compute_agree_on_the_device():
     torch.manual_seed(0)
     model = make_model("slora")
-    run_tasks(model, VARIANTS["slora"], tasks=2)
+    run_tasks(model, SLORA_VARIANTS["slora"], tasks=2)
     model.begin_task(CLASSES_PER_TASK, 4)
     randomise_current(model)
     model = model.to(DEVICE).eval()

@@ -12,7 +12,7 @@ from slora import config
 from slora.config import RunConfig
 from slora.configure import ConfigError, compose_run, flat_config, leaf_fields
 from slora.learners import LEARNERS
-from slora.variants import VARIANTS
+from slora.learners.slora import SLORA_VARIANTS
 
 FIELDS = leaf_fields(RunConfig)
 METHOD_KEYS = sorted(path for path, leaf in FIELDS.items() if leaf.methods)
@@ -42,10 +42,10 @@ def parsed(text: str):
 def test_the_method_specific_keys_cover_every_method_and_match_the_variants_flags():
     owners = {path: set(FIELDS[path].methods) for path in METHOD_KEYS}
     assert set().union(*owners.values()) <= set(LEARNERS)
-    assert owners["adapter.rank_schedule"] == {n for n, v in VARIANTS.items() if v.reduce_rank}
-    assert owners["adapter.kd_threshold"] == {n for n, v in VARIANTS.items() if v.absorb}
-    assert owners["optim.lr_magnitude"] == {n for n, v in VARIANTS.items() if v.decoupled}
-    assert owners["adapter.targets"] == set(VARIANTS) and owners["optim.lr_backbone"] == {"seq_ft"}
+    assert owners["adapter.rank_schedule"] == {n for n, v in SLORA_VARIANTS.items() if v.reduce_rank}
+    assert owners["adapter.kd_threshold"] == {n for n, v in SLORA_VARIANTS.items() if v.absorb}
+    assert owners["optim.lr_magnitude"] == {n for n, v in SLORA_VARIANTS.items() if v.decoupled}
+    assert owners["adapter.targets"] == set(SLORA_VARIANTS) and owners["optim.lr_backbone"] == {"seq_ft"}
     trains = {n for n, make in LEARNERS.items() if getattr(make, "func", make).trains}
     assert owners["optim.epochs"] == trains == set(config.TRAINED) and "simplecil" not in trains
     assert len(METHOD_KEYS) >= 30
@@ -78,7 +78,7 @@ def test_every_search_space_samples_only_keys_its_methods_read(name):
 @pytest.mark.parametrize("variant, space, names", [
     ("inflora", {"normaliser": "[factor_norms,product_norm]"}, ["space.adapter.normaliser", "variant=inflora"]),
     ("seq_ft", {"rank": "[4,8]"}, ["space.adapter.rank", "variant=seq_ft", "inflora"]),
-    ("all", {"normaliser": "[factor_norms,product_norm]"}, ["variant=seq_lora", "slora_kd"]),  # no `when`: every variant
+    ("all", {"normaliser": "[factor_norms,product_norm]"}, ["variant=seq_lora", "slora_kd"]),  # no `when`
 ])
 def test_a_space_key_obeys_the_same_rule(variant, space, names):
     with pytest.raises(ConfigError) as err:

@@ -10,9 +10,9 @@ import timm
 import torch
 
 from slora.config import AdapterConfig, OptimConfig
-from slora.model import SLoRAViT
+from slora.learners.slora import SLoRAViT
 from slora.training import build_optimizer, continual_loss
-from slora.variants import VARIANTS, Variant
+from slora.learners.slora import SLORA_VARIANTS, SLoRAVariant
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -27,9 +27,9 @@ def tiny_vit(seed: int = 0) -> torch.nn.Module:
                                  depth=2, num_heads=2, num_classes=0)
 
 
-def make_model(variant: Variant | str = "slora", seed: int = 0, **adapter) -> SLoRAViT:
+def make_model(variant: SLoRAVariant | str = "slora", seed: int = 0, **adapter) -> SLoRAViT:
     """A tiny S-LoRA model; ``adapter`` overrides AdapterConfig fields (rank 4 by default)."""
-    variant = VARIANTS[variant] if isinstance(variant, str) else variant
+    variant = SLORA_VARIANTS[variant] if isinstance(variant, str) else variant
     cfg = AdapterConfig(**{"rank": 4, **adapter})
     return SLoRAViT(tiny_vit(seed), cfg, decoupled=variant.decoupled)
 
@@ -69,7 +69,7 @@ def randomise_current(model: SLoRAViT, seed: int = 0) -> None:
                 layer.down(t).copy_(torch.randn(layer.down(t).shape, generator=generator))
 
 
-def run_tasks(model: SLoRAViT, variant: Variant, tasks: int, steps: int = 2) -> None:
+def run_tasks(model: SLoRAViT, variant: SLoRAVariant, tasks: int, steps: int = 2) -> None:
     """Tasks on the model's own lifecycle (begin_task, a few steps, end_task), as slora.continual drives it."""
     for task in range(tasks):
         torch.manual_seed(task)
@@ -84,7 +84,8 @@ def logits(model: torch.nn.Module, x: torch.Tensor | None = None) -> torch.Tenso
         return model(images() if x is None else x)
 
 
-ALL_VARIANTS = pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
+ALL_VARIANTS = pytest.mark.parametrize("variant", list(SLORA_VARIANTS.values()), ids=list(SLORA_VARIANTS))
 DECOUPLED_VARIANTS = pytest.mark.parametrize(
-    "variant", [v for v in VARIANTS.values() if v.decoupled], ids=[n for n, v in VARIANTS.items() if v.decoupled]
+    "variant", [v for v in SLORA_VARIANTS.values() if v.decoupled],
+    ids=[n for n, v in SLORA_VARIANTS.items() if v.decoupled]
 )

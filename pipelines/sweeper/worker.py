@@ -24,7 +24,7 @@ from slora.runner import save_merged_stage
 from slora.metrics import projected_accuracy
 from slora.seeds import mean_over_seeds, seed_config
 from slora.configure import flat_config, resolved_defaults
-from slora.variants import VARIANTS
+from slora.learners import logged_params
 
 from . import tracking
 
@@ -92,9 +92,7 @@ def resolved_params(run: ContinualRun, device) -> dict:
            "optim.first_task_epochs": cfg.optim.first_task_epochs or cfg.optim.epochs, "device": device.type,
            "data.task_sizes": ",".join(map(str, bench.task_sizes)), "data.num_classes": sum(bench.task_sizes),
            "data.image_shape": ",".join(map(str, bench.image_shape))}
-    if cfg.variant in VARIANTS:  # the S-LoRA family: one new direction of this rank per task
-        out["adapter.ranks_used"] = ",".join(str(VARIANTS[cfg.variant].rank_for_task(t, cfg.adapter))
-                                             for t in range(len(bench.task_sizes)))
+    out.update(logged_params(cfg, len(bench.task_sizes)))  # the method's own (S-LoRA: each task's rank)
     given = flat_config(cfg)  # a value the trial driver logged stays as it is (MLflow params are write-once)
     auto = resolved_defaults()
     return {k: v for k, v in out.items() if k not in auto or given[k] == auto[k]}

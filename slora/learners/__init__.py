@@ -11,17 +11,16 @@ from torch import nn
 
 from ..config import RunConfig
 from ..learner import Learner
-from ..variants import VARIANTS
 from .coda_prompt import CodaPrompt
 from .dualprompt import DualPrompt
 from .inflora import InfLoRA
 from .l2p import L2P
 from .seq_ft import SequentialFineTuning
 from .simplecil import SimpleCIL
-from .slora import SLoRALearner
+from .slora import SLORA_VARIANTS, SLoRALearner
 
 LEARNERS: dict[str, Callable[[RunConfig, nn.Module], Learner]] = {
-    **{name: partial(SLoRALearner, variant=variant) for name, variant in VARIANTS.items()},
+    **{name: partial(SLoRALearner, variant=variant) for name, variant in SLORA_VARIANTS.items()},
     "simplecil": SimpleCIL,
     "seq_ft": SequentialFineTuning,
     "inflora": InfLoRA,
@@ -52,3 +51,9 @@ def build_learner(cfg: RunConfig, vit: nn.Module) -> Learner:
     if cfg.variant not in LEARNERS:
         raise ValueError(f"unknown variant {cfg.variant!r}; valid variants: {', '.join(LEARNERS)}")
     return LEARNERS[cfg.variant](cfg, vit)
+
+
+def logged_params(cfg: RunConfig, num_tasks: int) -> dict[str, str]:
+    """What a sweep logs about the run's method beyond its config (Learner.logged_params)."""
+    make = LEARNERS[cfg.variant]
+    return getattr(make, "func", make).logged_params(cfg, num_tasks, **getattr(make, "keywords", {}))

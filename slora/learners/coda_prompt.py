@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
+from ..config import RunConfig
 from ..learner import Task
 from .prompting import PromptLearner
 
@@ -73,10 +73,9 @@ class CodaPrompt(PromptLearner):
         self.extra_loss = penalty
         return out
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        prompts = [getattr(self, f"{n}_{layer}") for layer in self.layers for n in ("p", "k", "a")]
-        return [{"params": prompts, "lr": optim.lr_direction * lr_scale, "name": "prompts"},
-                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return {"prompts": [getattr(self, f"{n}_{layer}") for layer in self.layers for n in ("p", "k", "a")],
+                "head": list(self.head.parameters())}
 
     def stored_parameters(self) -> int:
         """Components, keys and attention vectors of every task so far (the unused rest of the pool is not needed)."""

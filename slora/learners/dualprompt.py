@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
+from ..config import RunConfig
 from ..learner import Task
 from .prompting import PromptLearner
 
@@ -79,11 +79,10 @@ class DualPrompt(PromptLearner):
         self.extra_loss = self.pull * pull
         return out
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
         prompts = [getattr(self, f"g_{layer}") for layer in self.g_layers] + [
             getattr(self, f"{kind}_{layer}") for layer in self.e_layers for kind in ("e", "k")]
-        return [{"params": prompts, "lr": optim.lr_direction * lr_scale, "name": "prompts"},
-                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+        return {"prompts": prompts, "head": list(self.head.parameters())}
 
     def stored_parameters(self) -> int:
         """The G-prompts, and the E-prompts and keys of every task so far (the rest of the pool is not needed)."""

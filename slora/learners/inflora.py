@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..config import OptimConfig, RunConfig
-from ..heads import empty_head, grown_head, with_head
+from ..config import RunConfig
+from ..heads import empty_head, fold_qkv
 from ..learner import Learner, Task
 
 K, V = 1, 2  # the key and value thirds of the fused qkv projection
@@ -54,10 +54,6 @@ class InfLoRA(Learner):
         self.up_k = nn.ParameterList()
         self.up_v = nn.ParameterList()
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features
-
     def adapted_qkv_weights(self) -> dict[str, torch.Tensor]:
         weights = {}
         for b, block in enumerate(self.vit.blocks):
@@ -74,7 +70,7 @@ class InfLoRA(Learner):
 
     # -- the task lifecycle ---------------------------------------------------------------------------------------
     def begin_task(self, task: Task) -> None:
-        self.head = grown_head(self.head, task.num_new_classes, self.head_init)
+        self.grow_head(task)
         covariances = self._input_covariances(task)
         r = self.task_rank
         for b, cov in enumerate(covariances):
@@ -88,15 +84,12 @@ class InfLoRA(Learner):
         self.up_k = nn.ParameterList(nn.Parameter(ref.new_zeros(self.dim, r)) for _ in range(self.depth))
         self.up_v = nn.ParameterList(nn.Parameter(ref.new_zeros(self.dim, r)) for _ in range(self.depth))
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        return [{"params": [*self.up_k, *self.up_v], "lr": optim.lr_direction * lr_scale, "name": "directions"},
-                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return {"directions": [*self.up_k, *self.up_v], "head": list(self.head.parameters())}
 
     @torch.no_grad()
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:
-        merged = with_head(self.vit, self.head)
-        for name, weight in self.adapted_qkv_weights().items():
-            merged.get_parameter(name).copy_(weight)
+        merged = fold_qkv(self.vit, self.head, self.adapted_qkv_weights())
         for b in range(self.depth):  # fold the trained pair: from now on it is part of the frozen deltas
             getattr(self, f"delta_k_{b}").add_(self.up_k[b] @ self.down[b])
             getattr(self, f"delta_v_{b}").add_(self.up_v[b] @ self.down[b])
@@ -167,14 +160,7 @@ class InfLoRA(Learner):
         bases = sum(getattr(self, f"basis_{b}").numel() for b in range(self.depth))
         return tasks * self.depth * 3 * self.task_rank * self.dim + bases
 
-    def learner_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("vit.")}
-
     def load_learner_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.head = nn.Linear(self.head.in_features, state["head.weight"].shape[0], device=self.head.weight.device,
-                              dtype=self.head.weight.dtype)
-        for b in range(self.depth):
+        for b in range(self.depth):  # the bases grow with the tasks
             setattr(self, f"basis_{b}", torch.empty_like(state[f"basis_{b}"], device=self.head.weight.device))
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if [k for k in missing if not k.startswith("vit.")] or unexpected:
-            raise ValueError(f"InfLoRA state does not fit: missing {missing}, unexpected {unexpected}")
+        super().load_learner_state(state)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
+from ..config import RunConfig
 from .prompting import PromptLearner
 
 
@@ -47,9 +47,8 @@ class L2P(PromptLearner):
         batch = len(query)
         return {0: (prompt[:, :, :half].reshape(batch, -1, self.dim), prompt[:, :, half:].reshape(batch, -1, self.dim))}
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        return [{"params": [self.prompts, self.keys], "lr": optim.lr_direction * lr_scale, "name": "prompts"},
-                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return {"prompts": [self.prompts, self.keys], "head": list(self.head.parameters())}
 
     def stored_parameters(self) -> int:
         return self.prompts.numel() + self.keys.numel()

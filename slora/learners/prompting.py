@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..config import RunConfig
-from ..heads import empty_head, grown_head
+from ..heads import empty_head
 from ..learner import Learner, Task
 
 
@@ -60,10 +60,6 @@ class PromptLearner(Learner):
         self.head = empty_head(self.dim, next(vit.parameters()))
         self.extra_loss = torch.zeros(())  # the method's own term from the last training forward
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features
-
     def prefixes(self, query: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
@@ -76,26 +72,17 @@ class PromptLearner(Learner):
         return super().loss(logits, labels, known) + self.extra_loss
 
     def begin_task(self, task: Task) -> None:
-        self.head = grown_head(self.head, task.num_new_classes, self.head_init)
+        self.grow_head(task)
 
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:
         self.extra_loss = torch.zeros(())  # a training forward's graph is not part of the model
         frozen = copy.deepcopy(self).eval().requires_grad_(False)
         return frozen, False
 
-    def learner_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("vit.")}
-
-    def load_learner_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.head = nn.Linear(self.dim, state["head.weight"].shape[0], device=self.head.weight.device,
-                              dtype=self.head.weight.dtype)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if [k for k in missing if not k.startswith("vit.")] or unexpected:
-            raise ValueError(f"{type(self).__name__} state does not fit: missing {missing}, unexpected {unexpected}")
-
-    def export(self, folder: Path, extra: dict) -> Path:
+    def export(self, merged: nn.Module, folder: Path, mean: list, std: list, extra: dict) -> Path:
         """Not a plain ViT: prompts, keys and head in ``prompts.safetensors``; rebuilt on the run's backbone by
-        slora.learners.load_exported (the backbone is the config's, unchanged)."""
+        slora.learners.load_exported (the backbone is the config's, unchanged; the images' mean and std are its
+        config's too)."""
         import json
 
         from ..configure import to_dict

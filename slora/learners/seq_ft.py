@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
+from ..config import RunConfig
 from ..learner import PlainViTLearner
 
 
@@ -14,9 +14,8 @@ class SequentialFineTuning(PlainViTLearner):
     def __init__(self, cfg: RunConfig, vit: nn.Module):
         super().__init__(vit, train_backbone=True)
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        return [{"params": list(self.vit.parameters()), "lr": optim.lr_backbone * lr_scale, "name": "backbone"},
-                {"params": list(self.head.parameters()), "lr": optim.lr_head * lr_scale, "name": "head"}]
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return {"backbone": list(self.vit.parameters()), "head": list(self.head.parameters())}
 
     def stored_parameters(self) -> int:
         return sum(p.numel() for p in self.vit.parameters())  # every backbone weight is the run's own

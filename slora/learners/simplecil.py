@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
+from ..config import RunConfig
 from ..learner import PlainViTLearner, Task
 
 
@@ -22,8 +22,8 @@ class SimpleCIL(PlainViTLearner):
     def __init__(self, cfg: RunConfig, vit: nn.Module):
         super().__init__(vit, train_backbone=False)
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        return []
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return {}
 
     @torch.no_grad()
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:

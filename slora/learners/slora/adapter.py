@@ -145,11 +145,6 @@ class QKVDirections(nn.Module):
         hidden = (x @ torch.cat(downs).T) * torch.cat(columns)
         return dict(zip(self.targets, (h @ u.T for h, u in zip(hidden.split([u.shape[1] for u in ups], -1), ups))))
 
-    def frozen_scale_gradients(self, output: torch.Tensor, x: torch.Tensor, scales: dict[str, tuple]) -> torch.Tensor:
-        """``output`` unchanged, where the frozen directions are already folded (detached) into the GEMM's weight;
-        in the backward it gives their column scales (so the magnitudes) the gradient the factored form would."""
-        return _FrozenScaleGradient.apply(output, x, self, *(scales[t][0] for t in self.targets))
-
     def total_rank(self) -> int:
         ranks = self.frozen_down(self.targets[0]).shape[0]
         return ranks + (self.down(self.targets[0]).shape[0] if self.has_current else 0)
@@ -178,58 +173,13 @@ class QKVDirections(nn.Module):
         return total
 
 
-class _FrozenScaleGradient(torch.autograd.Function):
-    """Identity on a qkv output computed with W0 + sum_c s_c U_c V_c folded in; the backward adds what the fold
-    hides from autograd: dL/ds_c = sum over tokens (g U)_c (x V^T)_c, 2 d R per token and target instead of the
-    factored form's forward and backward through the frozen columns (the input gradient flows through the fold)."""
-
-    @staticmethod
-    def forward(ctx, output, x, layer, *column_scales):
-        ctx.layer = layer
-        ctx.save_for_backward(x)
-        return output.view_as(output)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        layer, dim = ctx.layer, ctx.layer.dim
-        scale_grads = []
-        for t in layer.targets:
-            g = grad[..., SLICES[t] * dim:(SLICES[t] + 1) * dim]
-            product = (g @ layer.frozen_up(t)) * (x @ layer.frozen_down(t).T)
-            scale_grads.append(product.sum(dim=tuple(range(product.dim() - 1))))
-        return grad, None, None, *scale_grads
-
-
-# One element of the factored form's [q | 0 | v] add (its zero block, concatenation and gradient) costs about this
-# many multiply-adds inside a GEMM (memory-bound work against compute-bound work on a CPU). Calibrated so that the
-# choice follows the measured steps (docs/performance.md): fp32 training of ViT-Tiny (d 192)
-# is faster merged, of ViT-B/16 (d 768) factored.
-ELEMENTWISE_MACS = 128
-
-
-def cheaper_compute(tokens: int, dim: int, rank: int, targets: int, grad: bool, autocast: bool) -> str:
-    """"merged" or "factored", whichever costs fewer multiply-adds for one adapted qkv (beyond the frozen GEMM).
-
-    merged:   forming Delta W (targets x d^2 R, twice more in the backward); the backward's gradient of the fused
-              weight (3 d^2 per token); under autocast Delta W is its own GEMM on x (d^2 per token and target, thrice
-              with its input and weight gradients: slora/model.py).
-    factored: x V^T and (.) U^T per target (2 d R per token), three more in the backward (input gradient, and
-              grad U, grad s of the columns). In fp32 training the frozen columns are folded (detached) into the
-              GEMM's weight instead (d^2 R per target to form) and only their scales' gradient is computed (2 d R
-              per token and target, slora/model.py); the current direction's few columns are left out of the count.
-              Outside autocast its elementwise add counts too (``ELEMENTWISE_MACS``).
-    On ViT-B/16 (d 768, 197 tokens an image, batch 64, q and v) the factored form is cheaper in training below a
-    total rank of 409 (0.53 d) in fp32 and 479 (0.62 d) under autocast, so the default run trains factored and its
-    step grows with the tasks; evaluation in fp32 folds (pipelines/bench.py lean measures both).
-    """
-    merged = targets * dim * dim * rank * (3 if grad else 1)
-    split = targets * tokens * dim * dim * ((3 if grad else 1) if autocast else 0)
-    merged += split + (3 * tokens * dim * dim if grad and not autocast else 0)
-    if grad and not autocast:
-        factored = targets * (dim * dim * rank + 2 * tokens * dim * rank)
-    else:
-        factored = targets * tokens * dim * rank * (5 if grad else 2)
-    if not autocast:  # under autocast the merged form pays the same add for its split GEMM
-        factored += ELEMENTWISE_MACS * tokens * 3 * dim * (2 if grad else 1)
-    return "factored" if factored < merged else "merged"
+def task_norms(directions: dict[str, QKVDirections], normaliser: str, shared: bool) -> dict:
+    """The current direction's normaliser per layer and target, and their mean under "mean". ``shared``: every
+    projection gets that mean instead, one scalar for the whole task, which is what a raw current direction (one
+    magnitude for projections of different norms) needs to be stored or fitted exactly (docs/method.md §7)."""
+    norms = {name: layer.current_norms(normaliser) for name, layer in directions.items()}
+    mean = torch.stack([n for layer in norms.values() for n in layer.values()]).mean()
+    if shared:
+        norms = {name: {t: mean for t in layer} for name, layer in norms.items()}
+    norms["mean"] = mean
+    return norms

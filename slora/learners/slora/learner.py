@@ -1,18 +1,18 @@
-"""S-LoRA and its variants (slora.variants) as a Learner: slora.model's adapter driven task by task."""
+"""S-LoRA and its variants (variants.py) as a Learner: the model's directions driven task by task."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..config import OptimConfig, RunConfig
-from ..learner import Learner, Task
-from ..model import SLoRAViT
-from ..variants import Variant
+from ...config import RunConfig
+from ...learner import Learner, Task, without_backbone
+from .model import SLoRAViT
+from .variants import SLoRAVariant
 
 
 class SLoRALearner(Learner):
-    def __init__(self, cfg: RunConfig, vit: nn.Module, variant: Variant):
+    def __init__(self, cfg: RunConfig, vit: nn.Module, variant: SLoRAVariant):
         super().__init__()
         self.variant, self.adapter_cfg, self.joint = variant, cfg.adapter, variant.joint
         self.model = SLoRAViT(vit, cfg.adapter, decoupled=variant.decoupled)
@@ -28,8 +28,8 @@ class SLoRALearner(Learner):
         self.task_rank = self.variant.rank_for_task(task.index, self.adapter_cfg)
         self.model.begin_task(task.num_new_classes, self.task_rank)
 
-    def param_groups(self, optim: OptimConfig, lr_scale: float = 1.0) -> list[dict]:
-        return self.model.param_groups(optim, lr_scale)
+    def trainable(self) -> dict[str, list[nn.Parameter]]:
+        return self.model.trainable()
 
     def end_task(self, task: Task) -> tuple[nn.Module, bool]:
         return self.model.end_task(absorb=self.variant.absorb)
@@ -38,7 +38,12 @@ class SLoRALearner(Learner):
         return self.model.stored_parameters()
 
     def learner_state(self) -> dict[str, torch.Tensor]:
-        return self.model.adapter_state()
+        return without_backbone(self.model)
 
     def load_learner_state(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_adapter_state(state)
+
+    @classmethod
+    def logged_params(cls, cfg: RunConfig, num_tasks: int, variant: SLoRAVariant) -> dict[str, str]:
+        """The rank of each task's new direction (rank reduction lowers it)."""
+        return {"adapter.ranks_used": ",".join(str(variant.rank_for_task(t, cfg.adapter)) for t in range(num_tasks))}
