@@ -1,4 +1,5 @@
-"""The data path against the training step: ``python pipelines/bench.py data [benchmark=omniglot batch_size=64]``.
+"""The data path against the training step: ``python pipelines/bench.py data data_root=DIR [batch_size=64]`` (omniglot,
+DIR holding its npz files).
 
 Times the loader (cached uint8 arrays -> float batches, with the tensor-side crop and flip) and one S-LoRA
 training step of the run's backbone at the same batch size, in one process; prints images/s of each. The loader

@@ -11,10 +11,10 @@ import torch
 
 from slora.config import DataConfig
 from slora.data import load_benchmark
-from slora.data.omniglot import DEFAULT_ROOT
 
-real_data = pytest.mark.skipif(not (DEFAULT_ROOT / "images_evaluation.npz").is_file(),
-                               reason=f"no omniglot npz files in {DEFAULT_ROOT}")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/omniglot"
+real_data = pytest.mark.skipif(not (SHARED / "images_evaluation.npz").is_file(),
+                               reason=f"no omniglot npz files in {SHARED}")
 
 
 def write_npz(folder: Path, characters: int = 100, name: str = "images_evaluation.npz", shape=(20, 105, 105)) -> Path:
@@ -71,7 +71,8 @@ def test_a_folder_without_the_npz_names_the_missing_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def omniglot(tmp_path_factory):
-    return load_benchmark(DataConfig(benchmark="omniglot", cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    return load_benchmark(DataConfig(benchmark="omniglot", data_root=str(SHARED),
+                                     cache_dir=str(tmp_path_factory.mktemp("cache"))))
 
 
 @real_data
@@ -90,6 +91,7 @@ def test_real_files_ink_is_bright_on_a_dark_background(omniglot):
 
 @real_data
 def test_the_background_set_is_all_964_characters_as_one_task(tmp_path):
-    bench = load_benchmark(DataConfig(benchmark="omniglot_background", cache_dir=str(tmp_path), image_size=14))
+    bench = load_benchmark(DataConfig(benchmark="omniglot_background", data_root=str(SHARED), cache_dir=str(tmp_path),
+                                      image_size=14))
     assert bench.task_sizes == [964]
     assert tuple(bench.train_images.shape) == (964 * 15, 1, 14, 14)

@@ -21,8 +21,6 @@ from .benchmark import Benchmark
 from .cache import CacheKey, cache_root, fingerprint, load_or_build
 from .imagefolder import make_benchmark
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "omniglot"
 TRAIN_DRAWERS = 15  # of 20; the rest are the test split
 DEFAULT_SIZE = 28
 
@@ -43,9 +41,8 @@ SPECS = {
 
 
 def omniglot_file(cfg: DataConfig, spec: OmniglotSpec) -> Path:
-    root = Path(cfg.data_root).expanduser().resolve() if cfg.data_root else DEFAULT_ROOT
-    path = root / spec.file
-    if not path.is_file():
+    path = Path(cfg.data_root).expanduser().resolve() / spec.file
+    if not cfg.data_root or not path.is_file():
         raise ValueError(f"{path}: missing; benchmark={spec.name} expects data_root=DIR holding {spec.file} "
                          f"(images bool (chars, 20, 105, 105)), the npz conversion of github.com/brendenlake/omniglot "
                          f"by github.com/bitsandscraps/omniglot")
