@@ -17,7 +17,7 @@ import timm
 import torch
 
 from pipelines.timing import SIZES, forward_pass, median_seconds
-from slora.configure import compose_run
+from slora.configure import compose_run, keys_read
 from slora.learner import Task
 from slora.learners import build_learner
 from slora.training import build_optimizer
@@ -36,7 +36,7 @@ def method_costs(size: str, reps: int, warmup: int) -> dict:
     plain = forward_pass(vit, images, autocast=False)
     step_ratio, forward_ratio, stored = {}, {}, {}
     for name in METHODS:  # each timed interleaved with the plain forward, while its task trains, then exported
-        cfg = compose_run({"variant": name, "optim.optimizer": "adam"})
+        cfg = compose_run({**keys_read({"optim.optimizer": "adam"}, name)[0], "variant": name})  # where it trains
         learner = build_learner(cfg, copy.deepcopy(vit))  # seq_ft trains its backbone: each its own copy
         learner.begin_task(task)
         if learner.trains:
