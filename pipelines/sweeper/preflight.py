@@ -24,9 +24,12 @@ def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict) -> t
         if p.key == "data.val_fraction" and not all(0 < v < 1 for v in sampled_values(p)):
             raise ConfigError(f"space.data.val_fraction={sampled_values(p)}: a sweep selects on a validation split, "
                               "so every value must lie in (0, 1); never on test data")
-    for p in params:  # each fixed value and first choice must make a valid trial config
-        if p.kind in ("choice", "value", "grid"):
+    methods = sampled_methods(params, sweep.variant)
+    for p in params:  # each fixed value, grid value and first choice must make a valid trial config
+        if p.kind in ("choice", "value", "grid") and p.key != "variant":
+            # composed for a method that samples it (variant=all: the first its condition allows)
+            method = next(m for m in methods if m in map(str, p.when.get("variant", methods)))
             for value in p.args if p.kind == "grid" else [p.args[0] if p.kind == "choice" else p.args]:
-                compose_run({**run_overrides, p.key: value})
+                compose_run({**run_overrides, "variant": method, p.key: value})
     stages = start_run(replace(base, device="cpu")).num_stages  # joint: one stage
     return base, params, stages
