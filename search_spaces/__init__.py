@@ -175,12 +175,16 @@ def sampled_methods(params: list[Param], variant: str) -> list[str]:
     return [str(v) for v in sampled_values(variant_param)] if variant_param else [variant]
 
 
+def methods_sampling(p: Param, methods: list[str]) -> list[str]:
+    """Those of ``methods`` a parameter is sampled for (its ``when`` on the variant, if any)."""
+    return [m for m in methods if m in map(str, p.when.get("variant", methods))]
+
+
 def check_reads(params: list[Param], variant: str) -> None:
     """``space.KEY`` obeys the rule ``KEY=`` does: every parameter is read by each method it may be sampled for (the
     sweep's variant, or those of the space's own ``variant`` parameter its ``when`` allows), else a one-line error
     names the method and the methods that read it."""
     methods = sampled_methods(params, variant)
     for p in params:
-        for method in methods:
-            if p.key != "variant" and method in map(str, p.when.get("variant", methods)):
-                check_read(f"space.{p.key}", sampled_values(p), p.key, method)
+        for method in methods_sampling(p, methods) if p.key != "variant" else []:
+            check_read(f"space.{p.key}", sampled_values(p), p.key, method)

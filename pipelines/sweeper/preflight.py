@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from search_spaces import Param, check_reads, load_space, sampled_methods, sampled_values
+from search_spaces import Param, check_reads, load_space, methods_sampling, sampled_methods, sampled_values
 from slora.config import RunConfig
 from slora.configure import ConfigError, compose_run
 from slora.runner import start_run
@@ -18,17 +18,16 @@ def prepare(sweep: SweepConfig, run_overrides: dict, space_overrides: dict) -> t
     base = compose_run(dict(run_overrides))
     params = load_space(sweep.variant, space_overrides)
     check_reads(params, sweep.variant)
-    for method in sampled_methods(params, sweep.variant):  # each sampled method reads every run key
+    methods = sampled_methods(params, sweep.variant)
+    for method in methods:  # each sampled method reads every run key
         compose_run({**run_overrides, "variant": method})
     for p in params:
         if p.key == "data.val_fraction" and not all(0 < v < 1 for v in sampled_values(p)):
             raise ConfigError(f"space.data.val_fraction={sampled_values(p)}: a sweep selects on a validation split, "
                               "so every value must lie in (0, 1); never on test data")
-    methods = sampled_methods(params, sweep.variant)
     for p in params:  # each fixed value, grid value and first choice must make a valid trial config
         if p.kind in ("choice", "value", "grid") and p.key != "variant":
-            # composed for a method that samples it (variant=all: the first its condition allows)
-            method = next(m for m in methods if m in map(str, p.when.get("variant", methods)))
+            method = methods_sampling(p, methods)[0]  # variant=all: the first method that samples it
             for value in p.args if p.kind == "grid" else [p.args[0] if p.kind == "choice" else p.args]:
                 compose_run({**run_overrides, "variant": method, p.key: value})
     stages = start_run(replace(base, device="cpu")).num_stages  # joint: one stage
