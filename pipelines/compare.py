@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pipelines.tables import finished_results, markdown_cells
 from pipelines.sweeper import tracking
 from pipelines.sweeper.options import SweepConfig, absolute_paths, parse_sweep_args
-from pipelines.sweeper.tuner import changed_inputs, run_sweep, sweep_inputs
+from pipelines.sweeper.tuner import changed_inputs, run_sweep, stop_ray, sweep_inputs
 from search_spaces import load_space
 from slora.config import SWEEP_VAL_FRACTION, RunConfig
 from slora.configure import ConfigError, compose_run, keys_read, leaf_fields, split_overrides
@@ -66,9 +66,8 @@ def main(argv: list[str]) -> int:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
     finally:  # the one local Ray instance every sweep ran on (tuned_sweep)
-        ray = sys.modules.get("ray")
-        if ray is not None and ray.is_initialized() and not sweep_keys.get("address"):
-            ray.shutdown()
+        if "ray" in sys.modules and not sweep_keys.get("address"):
+            stop_ray()
     table = comparison_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out_dir / "compare.parquet")
@@ -142,8 +141,10 @@ def tuned_sweep(method: str, num_samples: int, sweeps_dir: Path, sweep_keys: dic
                   shared_ray=True)
     summary = json.loads(summary_file.read_text())
     if not summary.get("complete"):  # stopped part-way (Ctrl-C, a lost head): its best is not yet the best
+        counts = summary.get("statuses", {})  # "pruned" is Tune's word; the user reads ASHA's
+        ended = ", ".join(f"{n} {'stopped by ASHA' if s == 'pruned' else s}" for s, n in counts.items() if n)
         raise SweepIncomplete(f"the {method} sweep stopped before its end ({summary['trials']} of {num_samples} "
-                              "trials ran to their end or were stopped by ASHA); run the same command again to go on")
+                              f"trials started: {ended or 'none ended'}); run the same command again to go on")
     if "best" not in summary:
         raise RuntimeError(f"the {method} sweep finished no trial ({summary_file}); rerun with more num_samples")
     first = json.loads((out / "sweep.json").read_text()).get("first_trials") or [{}]

@@ -64,11 +64,10 @@ def test_factored_and_merged_compute_agree_on_the_device():
 
 
 def test_two_trials_share_one_gpu(tmp_path, monkeypatch):
-    import ray
     from mlflow import MlflowClient
 
     from pipelines.sweeper.options import parse_sweep_args
-    from pipelines.sweeper.tuner import run_sweep, start_ray
+    from pipelines.sweeper.tuner import run_sweep, start_ray, stop_ray
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -81,7 +80,7 @@ def test_two_trials_share_one_gpu(tmp_path, monkeypatch):
     try:
         run_sweep(sweep, run_overrides, space_overrides, log=lines.append, shared_ray=True)
     finally:
-        ray.shutdown()
+        stop_ray()
     assert any("GPUs" in line and "2 trials at a time, 0.5 GPU" in line for line in lines), lines
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("slora-sweep").experiment_id],

@@ -395,6 +395,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(done_before) == 1, "the sweep was interrupted after its first trial, before its last"
     summary = json.loads((tmp_path / "runs" / "resumable" / "summary.json").read_text())
     assert summary["complete"] is False, "an interrupted sweep does not pass for a finished one"
+    # the counts compare.py reports: the interrupted trial is not counted as ended
+    assert summary["statuses"]["finished"] == 1 and summary["statuses"]["pruned"] == 0
+    assert summary["statuses"]["interrupted"] == summary["trials"] - 1
     for child in children:  # never "pruned": ASHA did not stop it (and there is no ASHA here)
         assert child.data.tags.get("slora.status") in ("finished", "interrupted")
     again = run_sweep_cli([*common, "resume=true"], tmp_path)
@@ -425,6 +428,38 @@ def test_a_sweep_refuses_to_start_a_second_ray_instance_on_the_machine(tmp_path)
         other.communicate("", timeout=60)
     assert done.returncode == 2 and "another Ray instance is running on this machine" in done.stderr
     assert "address=auto" in done.stderr and not (tmp_path / "runs").exists(), "refused before anything was written"
+
+
+@pytest.mark.slow
+def test_a_local_instance_is_the_cluster_the_machines_ray_address_names_while_it_runs(monkeypatch):
+    """A cluster gone without `ray stop` (a Slurm job's `ray start --head`, killed with the job) leaves its address
+    in the machine's ray_current_cluster. Ray Train's PlacementGroupCleaner resolves "its" cluster there, times out
+    and dies, and every trial ASHA stops keeps its CPUs until the sweep hangs: a sweep's own instance must be what
+    that lookup finds while it runs, and the record must go with it."""
+    import shutil
+    import tempfile
+
+    import ray
+    from ray._common.utils import get_ray_address_file
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    from pipelines.sweeper.tuner import start_ray, stop_ray
+
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit in 107 characters
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
+    record = Path(get_ray_address_file(None))  # under RAY_TMPDIR, where the cleaner looks
+    record.parent.mkdir(parents=True)
+    record.write_text("127.0.0.1:1")
+    try:
+        start_ray("")
+        try:
+            ours = ray.get_runtime_context().gcs_address
+            assert canonicalize_bootstrap_address_or_die(None) == ours, "the cleaner's own lookup finds this instance"
+        finally:
+            stop_ray()
+        assert not record.exists(), "no stale record is left behind for the next sweep"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_asha_replay_stops_below_the_rung_quantile_and_counts_stage_epochs():

@@ -36,7 +36,7 @@ def summarise_parent(run: SweepRun, table: list[dict], run_statuses: dict[str, s
     uri, experiment_id, parent = run.uri, run.target.experiment_id, run.target.parent_run_id
     name, params, num_stages = run.name, run.params, run.num_stages
     finished = [r for r in table if r["status"] == "finished" and r["stage"] == num_stages]
-    counts = {status: sum(s == status for s in run_statuses.values()) for status in ("finished", "pruned", "failed")}
+    counts = summary["statuses"]
     per_variant = best_per_variant(table, num_stages)
     best = summary.get("best")
     metrics = {f"trials_{status}": n for status, n in counts.items()}

@@ -36,8 +36,11 @@ def finish(run: SweepRun, grid: ResultGrid, log) -> tuple[dict, list[dict], dict
     if not complete:
         log(f"\nthe sweep stopped before its end ({interrupted} trials interrupted, {len(run_statuses)} of "
             f"{sweep.num_samples} started): rerun it with resume=true name={run.name}")
+    statuses = {status: sum(s == status for s in run_statuses.values())
+                for status in ("finished", "pruned", "failed", "interrupted")}
     summary = {"out_dir": str(run.out_dir), "trials": len(run_statuses), "finished": len(finished),
-               "complete": complete, "results": str(files[0]), "tracking_uri": uri, "parent_run_id": parent,
+               "statuses": statuses, "complete": complete, "results": str(files[0]), "tracking_uri": uri,
+               "parent_run_id": parent,
                "training_seconds": sum(r.get("stage_seconds", 0.0) for r in table),
                "stage_epochs": sum(int(r.get("optim.epochs", 0)) for r in table)}
     if finished:

@@ -33,19 +33,17 @@ def run_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict, lo
     started = time.perf_counter()
     run = plan_sweep(sweep, run_overrides, space_overrides)  # every input checked: nothing written yet
     open_tracking(run, log)
-    import ray
-
     log(f"Ray's own logs (workers, Train controllers, raylet): {start_ray(sweep.address)}")
     owns_ray = not (sweep.address or shared_ray)
     try:
         resources = find_resources(run.sweep, log)
         grid, resumed = fit(run, resources, log)
         if owns_ray:  # flushes the workers' forwarded logs, so the summary below is the last thing printed
-            ray.shutdown()
+            stop_ray()
         return report(run, grid, resources.concurrent, resumed, time.perf_counter() - started, log)
     finally:
         if owns_ray:
-            ray.shutdown()
+            stop_ray()
 
 
 def plan_sweep(sweep: SweepConfig, run_overrides: dict, space_overrides: dict) -> SweepRun:
@@ -249,7 +247,37 @@ def start_ray(address: str, **declared) -> str:
     context = ray.init(address=address or "local",
                        runtime_env={"env_vars": env_vars}, log_to_driver=False, logging_level=logging.WARNING,
                        ignore_reinit_error=True, **declared)
+    if not address:
+        _record_local_address(context.address_info["gcs_address"])
     return str(Path(context.address_info.get("session_dir", "/tmp/ray/session_latest")) / "logs")
+
+
+def stop_ray() -> None:
+    """Shut down this process's Ray. An instance it started (start_ray without an address) takes its record in the
+    machine's address file with it, as `ray stop` does; a cluster it joined lives on, and so does its record."""
+    import ray
+    from ray._common.utils import reset_ray_address
+    from ray._private import worker
+    from ray._private.utils import read_ray_address
+
+    if not ray.is_initialized():
+        return
+    started_here = worker._global_node is not None and worker._global_node.is_head()  # joined: a connect-only node
+    ours = ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if started_here and read_ray_address() == ours:
+        reset_ray_address()
+
+
+def _record_local_address(gcs_address: str) -> None:
+    """Name the instance just started in the machine's Ray address file (/tmp/ray/ray_current_cluster), as `ray start`
+    does. Ray Train's PlacementGroupCleaner finds "its" cluster through that file: one left by a cluster that is gone
+    (a Slurm job's `ray start --head`, killed with the job, never removes it) makes the cleaner time out and die, so
+    every trial ASHA stops keeps its CPUs and the sweep waits forever (seen: 4 stopped trials held 1.96 of 2 CPUs).
+    No other instance runs here (_refuse_a_second_local_ray), so whatever the file named is not this sweep's."""
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(gcs_address)
 
 
 def _refuse_a_second_local_ray() -> None:
